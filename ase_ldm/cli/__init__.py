@@ -1,0 +1,1 @@
+"""The ``ase-ldm`` command line: one small module per subcommand."""

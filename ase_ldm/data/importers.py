@@ -1,0 +1,295 @@
+"""Build datasets from other formats, and export frames as cube files.
+
+Sources: an ASE trajectory plus one Gaussian cube file per frame, GPAW restart files
+(``.gpw``), and the reference ``.npz`` format of the shared Li16 data. Frames are matched
+in order; any mismatch is an error that names the frame.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr
+
+from .schema import DatasetError, Frame
+from .store import DensityDataset, DensityWriter
+
+__all__ = [
+    "read_cube",
+    "write_cube",
+    "frames_from_cubes",
+    "frames_from_npz",
+    "frames_from_gpw",
+    "write_frames",
+    "export_cube",
+]
+
+
+def _natural_key(path: str) -> list[Any]:
+    """Sort ``f2.cube`` before ``f10.cube``."""
+    import re
+
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path)]
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """Files matching ``pattern`` in natural order; an error if none match."""
+    files = sorted(glob.glob(pattern), key=_natural_key)
+    if not files:
+        raise DatasetError(f"no files match {pattern!r}")
+    return files
+
+
+def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, Atoms]:
+    """Read a (possibly gzipped) Gaussian cube file.
+
+    Returns
+    -------
+    data : (N1, N2, N3) float64 array
+        As stored in the file; for GPAW densities that is electrons/Bohr^3.
+    atoms : Atoms
+    """
+    from ase.io.cube import read_cube as _read
+
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as fd:
+                text = fd.read()
+        else:
+            text = path.read_text()
+        out = _read(io.StringIO(text), read_data=True)
+    except (OSError, ValueError, IndexError, EOFError) as err:
+        raise DatasetError(f"{path}: cannot read as a cube file ({err}); the file is truncated or not a cube") from None
+    data = np.asarray(out["data"])
+    if data.ndim != 3:
+        raise DatasetError(f"{path}: cube data has shape {data.shape}, expected a 3D grid")
+    return data, out["atoms"]
+
+
+def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray) -> None:
+    """Write a density in electrons/Angstrom^3 as a cube file in electrons/Bohr^3.
+
+    Follows GPAW's convention ``write(f, atoms, data=n * Bohr**3)``; ``.gz`` compresses.
+    """
+    from ase.io.cube import write_cube as _write
+
+    path = Path(path)
+    buf = io.StringIO()
+    _write(buf, atoms, data=np.asarray(n_R, np.float64) * Bohr**3)
+    tmp = path.with_name(path.name + ".part")
+    if path.suffix == ".gz":
+        with gzip.open(tmp, "wt") as fd:
+            fd.write(buf.getvalue())
+    else:
+        tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _check_atoms(where: str, atoms: Atoms, ref: Atoms, tol: float = 1e-4) -> None:
+    if len(atoms) != len(ref) or np.any(atoms.numbers != ref.numbers):
+        raise DatasetError(f"{where}: atoms {atoms.get_chemical_formula()} differ from the trajectory's "
+                           f"{ref.get_chemical_formula()} (count, species or order)")
+    diff = np.abs(atoms.positions - ref.positions).max()
+    if diff > tol:
+        raise DatasetError(f"{where}: atom positions differ from the trajectory frame by {diff:.3g} A; "
+                           "the cube files and the trajectory do not correspond")
+    cdiff = np.abs(atoms.cell[:] - ref.cell[:]).max()
+    if cdiff > tol:
+        raise DatasetError(f"{where}: cell differs from the trajectory frame by {cdiff:.3g} A")
+
+
+def frames_from_cubes(
+    trajectory: str | os.PathLike | Sequence[Atoms],
+    cubes: str | Sequence[str],
+    timestep_fs: float,
+    t0_fs: float = 0.0,
+) -> Iterator[Frame]:
+    """Frames from an ASE trajectory and one cube file per frame (electrons/Bohr^3).
+
+    Parameters
+    ----------
+    trajectory : path or list of Atoms
+        Any file ``ase.io.read(..., index=':')`` reads.
+    cubes : glob pattern or list of paths
+        One cube per trajectory frame, in natural sort order; plain or ``.gz``.
+    timestep_fs : float
+        Time between frames, fs (trajectories do not store it).
+    """
+    from ase.io import read
+
+    images = read(trajectory, index=":") if isinstance(trajectory, (str, os.PathLike)) else list(trajectory)
+    files = expand_glob(cubes) if isinstance(cubes, str) else list(cubes)
+    if len(files) != len(images):
+        raise DatasetError(f"{len(files)} cube files but {len(images)} trajectory frames; "
+                           "give exactly one cube per frame")
+    grid = None
+    for i, (atoms, fname) in enumerate(zip(images, files)):
+        data, cube_atoms = read_cube(fname)
+        where = f"frame {i} ({fname})"
+        if grid is None:
+            grid = data.shape
+        elif data.shape != grid:
+            raise DatasetError(f"{where}: grid {data.shape} differs from frame 0's {grid}")
+        _check_atoms(where, cube_atoms, atoms)
+        yield Frame(
+            nt_sR=(data / Bohr**3)[None].astype(np.float32),
+            positions=atoms.positions.copy(),
+            cell=atoms.cell[:].copy(),
+            numbers=atoms.numbers.copy(),
+            time_fs=t0_fs + i * timestep_fs,
+            velocities=atoms.get_velocities() if atoms.has("momenta") else None,
+            energy=_maybe(atoms, "energy"),
+            forces=_maybe(atoms, "forces"),
+            pbc=atoms.pbc.copy(),
+        )
+
+
+def _maybe(atoms: Atoms, name: str) -> Any:
+    calc = atoms.calc
+    if calc is None or name not in getattr(calc, "results", {}):
+        return None
+    return calc.results[name]
+
+
+def frames_from_npz(path: str | os.PathLike) -> tuple[Iterator[Frame], dict[str, Any]]:
+    """Frames from the reference ``.npz`` format (see ``shared/data/README.md``).
+
+    Returns the frame iterator and provenance attributes (from ``<name>.meta.json`` if present).
+    """
+    path = Path(path)
+    try:
+        z = np.load(path)
+        keys = set(z.files)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: cannot read as .npz ({err})") from None
+    need = {"nt", "positions", "cell", "numbers", "timestep_fs"}
+    if need - keys:
+        raise DatasetError(f"{path}: missing arrays {sorted(need - keys)}; expected the reference npz format")
+    attrs: dict[str, Any] = {"source": f"npz:{path.name}"}
+    meta_path = path.with_suffix(".meta.json")
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        attrs.update(_attrs_from_meta(meta))
+    dt = float(z["timestep_fs"])
+    attrs.setdefault("timestep_fs", dt)
+    cell, numbers = z["cell"], z["numbers"]
+    T = z["nt"].shape[0]
+    for name in ("positions", "D", "velocities", "energy", "forces", "scf_iterations"):
+        if name in keys and z[name].shape[0] != T:
+            raise DatasetError(f"{path}: {name} has {z[name].shape[0]} frames, nt has {T}")
+
+    def frames() -> Iterator[Frame]:
+        nt = z["nt"]
+        arrays = {k: z[k] for k in ("positions", "D", "velocities", "energy", "forces", "scf_iterations") if k in keys}
+        for i in range(T):
+            D = arrays.get("D")
+            yield Frame(
+                nt_sR=nt[i][None] if nt.ndim == 4 else nt[i],
+                positions=arrays["positions"][i],
+                cell=cell[i] if cell.ndim == 3 else cell,
+                numbers=numbers,
+                time_fs=i * dt,
+                D_asii=None if D is None else [D[i, a][None] if D.ndim == 4 else D[i, a] for a in range(D.shape[1])],
+                velocities=arrays["velocities"][i] if "velocities" in arrays else None,
+                energy=float(arrays["energy"][i]) if "energy" in arrays else None,
+                forces=arrays["forces"][i] if "forces" in arrays else None,
+                scf_iterations=int(arrays["scf_iterations"][i]) if "scf_iterations" in arrays else None,
+            )
+
+    return frames(), attrs
+
+
+def _attrs_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Map the reference meta.json keys onto the dataset's provenance attributes."""
+    rename = {"gpaw": "gpaw_version", "thermostat": "ensemble", "kpts": "kpts", "occupations": "smearing"}
+    out = {rename.get(k, k): v for k, v in meta.items() if k not in ("arrays", "grid", "frames")}
+    if isinstance(meta.get("mode"), str) and "PW(" in meta["mode"]:
+        try:
+            out["ecut_eV"] = float(meta["mode"].split("(")[1].split()[0].rstrip(")"))
+        except (IndexError, ValueError):
+            pass
+    if "arrays" in meta and "nt" in meta["arrays"]:
+        out["nt_source"] = meta["arrays"]["nt"]
+    return out
+
+
+def frames_from_gpw(files: Iterable[str | os.PathLike], timestep_fs: float, t0_fs: float = 0.0
+                    ) -> tuple[Iterator[Frame], dict[str, Any]]:
+    """Frames from GPAW restart files, one per frame, in the given order."""
+    from .gpaw_io import frame_from_gpaw, load_gpw, provenance_from_gpaw
+
+    files = list(files)
+    if not files:
+        raise DatasetError("no .gpw files given")
+    first = load_gpw(files[0])
+    attrs = provenance_from_gpaw(first)
+    attrs["source"] = f"gpw:{Path(files[0]).name}..."
+    attrs["timestep_fs"] = timestep_fs
+
+    def frames() -> Iterator[Frame]:
+        ref = None
+        for i, fname in enumerate(files):
+            calc = first if i == 0 else load_gpw(fname)
+            frame = frame_from_gpaw(calc, calc.atoms, time_fs=t0_fs + i * timestep_fs)
+            if ref is not None:
+                where = f"frame {i} ({fname})"
+                if frame.grid != ref.grid:
+                    raise DatasetError(f"{where}: grid {frame.grid} differs from frame 0's {ref.grid}")
+                if len(frame.numbers) != len(ref.numbers) or np.any(frame.numbers != ref.numbers):
+                    raise DatasetError(f"{where}: atoms differ from frame 0's (count, species or order)")
+            ref = ref or frame
+            yield frame
+
+    return frames(), attrs
+
+
+def write_frames(path: str | os.PathLike, frames: Iterable[Frame], attrs: dict[str, Any] | None = None,
+                 *, overwrite: bool = False, progress: bool = False) -> int:
+    """Write frames to a new dataset file, atomically: a failure leaves no partial output.
+
+    The file is built under a temporary name and renamed at the end, so an existing file is
+    never touched unless ``overwrite`` and the import succeeded.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} exists; pass --force to replace it")
+    tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)
+    n = 0
+    try:
+        it = frames
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(frames, desc=f"import -> {path.name}", unit="frame")
+        with DensityWriter(tmp, attrs=attrs) as writer:
+            for frame in it:
+                writer.append(frame)
+                n += 1
+        if n == 0:
+            raise DatasetError("no frames to write")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def export_cube(dataset: DensityDataset, index: int, path: str | os.PathLike, spin: int | None = None) -> None:
+    """Write frame ``index`` of ``dataset`` as a cube file (electrons/Bohr^3, GPAW convention).
+
+    ``spin=None`` writes the total density (sum over spins).
+    """
+    nt_sR = dataset.nt(index).astype(np.float64)
+    n_R = nt_sR.sum(0) if spin is None else nt_sR[spin]
+    write_cube(path, dataset.atoms(index), n_R)

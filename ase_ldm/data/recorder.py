@@ -1,0 +1,117 @@
+"""An observer that writes GPAW densities from any ASE dynamics into a dataset.
+
+>>> recorder = DensityRecorder("traj.h5", atoms, dyn)
+>>> dyn.attach(recorder, interval=5)
+>>> dyn.run(100)
+
+Each call appends one flushed frame, so a killed run keeps every completed frame. With
+``append=True`` an existing file is continued: its time axis goes on from the last frame,
+and the first call of a fresh dynamics object (step 0, the state already stored) is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+
+from .gpaw_io import frame_from_gpaw, provenance_from_gpaw
+from .schema import DatasetError
+from .store import DensityWriter
+
+__all__ = ["DensityRecorder", "dynamics_attrs"]
+
+
+def dynamics_attrs(dyn: Any) -> dict[str, Any]:
+    """Provenance of an ASE dynamics object: ensemble, timestep, thermostat settings."""
+    name = type(dyn).__name__
+    out: dict[str, Any] = {"ensemble": {"VelocityVerlet": "NVE"}.get(name, "NVT" if hasattr(dyn, "temp") else name),
+                           "dynamics": name, "timestep_fs": float(dyn.dt / units.fs)}
+    if hasattr(dyn, "temp"):
+        out["temperature_K"] = float(dyn.temp / units.kB)
+    if hasattr(dyn, "fr"):
+        out["friction_per_fs"] = float(dyn.fr * units.fs)
+    return out
+
+
+class DensityRecorder:
+    """Callable observer writing the attached calculator's density as one frame per call.
+
+    Parameters
+    ----------
+    target : path or DensityWriter
+        Output dataset. A path is opened with ``append`` / ``overwrite`` as given.
+    atoms : Atoms
+        The atoms the dynamics moves; ``atoms.calc`` must be a (new-code) GPAW calculator.
+    dyn : ASE dynamics, optional
+        Supplies the time (``dyn.get_time()``) and provenance (ensemble, timestep,
+        temperature). Without it frames are spaced by ``timestep_fs``.
+    timestep_fs : float, optional
+        Time between recorded frames when no ``dyn`` is given.
+    append, overwrite : bool
+        See :class:`~ase_ldm.data.store.DensityWriter`.
+    attrs : mapping, optional
+        Extra provenance attributes.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike | DensityWriter,
+        atoms: Atoms,
+        dyn: Any = None,
+        *,
+        timestep_fs: float | None = None,
+        append: bool = False,
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        if dyn is None and timestep_fs is None:
+            raise ValueError("give the dynamics object (dyn=...) or the time between frames (timestep_fs=...)")
+        extra = dict(attrs or {})
+        if dyn is not None:
+            extra = {**dynamics_attrs(dyn), **extra}
+        self.writer = target if isinstance(target, DensityWriter) else DensityWriter(
+            target, append=append, overwrite=overwrite, attrs=extra)
+        if isinstance(target, DensityWriter):
+            self.writer.attrs.update(extra)
+        self.atoms = atoms
+        self.dyn = dyn
+        self.timestep_fs = timestep_fs
+        last = self.writer.last_time_fs
+        self._t0 = 0.0 if last is None else last
+        self._skip_first = last is not None
+        self._last_positions = None if last is None else self.writer.last_frame().positions
+
+    def _time_fs(self) -> float:
+        if self.dyn is not None:
+            return self._t0 + float(self.dyn.get_time() / units.fs)
+        last = self.writer.last_time_fs
+        return 0.0 if last is None else last + float(self.timestep_fs)
+
+    def __call__(self) -> None:
+        calc = self.atoms.calc
+        if calc is None:
+            raise DatasetError("the atoms have no calculator; attach a GPAW calculator before recording")
+        if self._skip_first:
+            self._skip_first = False
+            at_start = self.dyn is None or self.dyn.nsteps == 0
+            if at_start and np.allclose(self.atoms.positions, self._last_positions, atol=1e-8):
+                return  # the state the appended run starts from is already the file's last frame
+        if len(self.writer) == 0:
+            self.writer.attrs = {**provenance_from_gpaw(calc), **self.writer.attrs}
+        frame = frame_from_gpaw(calc, self.atoms, time_fs=self._time_fs())
+        self.writer.append(frame)
+
+    def __len__(self) -> int:
+        return len(self.writer)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> DensityRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

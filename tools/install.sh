@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idempotent set-up for ase_ldm: system libraries for GPAW, a virtual environment,
+# torch first (a pinned CPU wheel), then the package with its extras.
+# Every step checks whether it is already done and skips it if so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-gpaw,test}
+
+say() { printf '[install] %s\n' "$*"; }
+
+# 1. System packages GPAW links against (libxc, OpenBLAS, FFTW).
+missing=()
+for pkg in libxc-dev libopenblas-dev libfftw3-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing system packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+else
+    say "system packages present"
+fi
+
+# 2. Virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+# 3. torch first: a bare 'torch' requirement could pull a multi-GB CUDA build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    say "installing $TORCH_SPEC"
+    "$PY" -m pip install -q "$TORCH_SPEC"
+else
+    say "torch present: $("$PY" -c 'import torch; print(torch.__version__)')"
+fi
+
+# 4. The package, editable, with extras. GPAW 26.7's C sources need a C++ compiler.
+stamp="$VENV/.ase_ldm-installed"
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing ase_ldm[$EXTRAS] (GPAW builds in about a minute)"
+    CC=${CC:-g++} "$PY" -m pip install -q -e ".[$EXTRAS]"
+    touch "$stamp"
+else
+    say "ase_ldm[$EXTRAS] installed"
+fi
+"$PY" -c "import gpaw, ase_ldm; print('[install] ok: gpaw', gpaw.__version__, '| ase_ldm', ase_ldm.__version__)"

@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
+
+try:  # ASE >= 3.28
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # pragma: no cover - older ASE
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mb
+
+    def thermalize_momenta(atoms, temperature_K, *, rng=None):
+        _mb(atoms, temperature_K=temperature_K, rng=rng)
 
 from .data.recorder import DensityRecorder
 from .data.schema import DatasetError
@@ -182,8 +190,8 @@ def run_aimd(
 
         bar = _progress(settings, progress, resumed=last is not None)
         if last is None:
-            MaxwellBoltzmannDistribution(atoms, temperature_K=settings.melt_temperature_K if settings.melt_steps
-                                         else settings.temperature_K, rng=np.random.default_rng(seed))
+            T0 = settings.melt_temperature_K if settings.melt_steps else settings.temperature_K
+            thermalize_momenta(atoms, T0, rng=np.random.default_rng(seed))
             Stationary(atoms)
             for nsteps, T in ((settings.melt_steps, settings.melt_temperature_K),
                               (settings.equil_steps, settings.temperature_K)):

@@ -62,11 +62,10 @@ def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, Atoms]:
 
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt") as fd:
-                text = fd.read()
-        else:
-            text = path.read_text()
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
+            raw = gzip.decompress(raw)
+        text = raw.decode()
         out = _read(io.StringIO(text), read_data=True)
     except (OSError, ValueError, IndexError, EOFError) as err:
         raise DatasetError(f"{path}: cannot read as a cube file ({err}); the file is truncated or not a cube") from None
@@ -79,19 +78,25 @@ def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, Atoms]:
 def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray) -> None:
     """Write a density in electrons/Angstrom^3 as a cube file in electrons/Bohr^3.
 
-    Follows GPAW's convention ``write(f, atoms, data=n * Bohr**3)``; ``.gz`` compresses.
+    Follows GPAW's convention ``write(f, atoms, data=n * Bohr**3)`` and ASE's cube layout
+    (origin 0, grid point (i, j, k) at fractional (i/N1, j/N2, k/N3)), but prints 9
+    significant digits so float32 data survive a round trip exactly. A ``.gz`` name is
+    gzip-compressed. The file is written under a temporary name and renamed.
     """
-    from ase.io.cube import write_cube as _write
-
     path = Path(path)
-    buf = io.StringIO()
-    _write(buf, atoms, data=np.asarray(n_R, np.float64) * Bohr**3)
+    data = np.asarray(n_R, np.float64) * Bohr**3
+    if data.ndim != 3:
+        raise ValueError(f"a cube holds one 3D grid, got shape {data.shape}")
+    lines = ["ase_ldm density, electrons/Bohr^3", "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z",
+             f"{len(atoms):5d}{0.0:12.6f}{0.0:12.6f}{0.0:12.6f}"]
+    for c in range(3):
+        lines.append(f"{data.shape[c]:5d}" + "".join(f"{x:12.6f}" for x in atoms.cell[c] / data.shape[c] / Bohr))
+    for Z, pos in zip(atoms.numbers, atoms.positions / Bohr):
+        lines.append(f"{Z:5d}{0.0:12.6f}" + "".join(f"{x:12.6f}" for x in pos))
+    body = "\n".join(" ".join(f"{v:.8e}" for v in row) for row in data.reshape(-1, 6 if data.size % 6 == 0 else 1))
+    text = "\n".join(lines) + "\n" + body + "\n"
     tmp = path.with_name(path.name + ".part")
-    if path.suffix == ".gz":
-        with gzip.open(tmp, "wt") as fd:
-            fd.write(buf.getvalue())
-    else:
-        tmp.write_text(buf.getvalue())
+    tmp.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
     os.replace(tmp, path)
 
 

@@ -28,11 +28,11 @@ def dynamics_attrs(dyn: Any) -> dict[str, Any]:
     """Provenance of an ASE dynamics object: ensemble, timestep, thermostat settings."""
     name = type(dyn).__name__
     out: dict[str, Any] = {"ensemble": {"VelocityVerlet": "NVE"}.get(name, "NVT" if hasattr(dyn, "temp") else name),
-                           "dynamics": name, "timestep_fs": float(dyn.dt / units.fs)}
+                           "dynamics": name, "timestep_fs": round(float(dyn.dt / units.fs), 9)}
     if hasattr(dyn, "temp"):
-        out["temperature_K"] = float(dyn.temp / units.kB)
+        out["temperature_K"] = round(float(dyn.temp / units.kB), 9)
     if hasattr(dyn, "fr"):
-        out["friction_per_fs"] = float(dyn.fr * units.fs)
+        out["friction_per_fs"] = round(float(dyn.fr * units.fs), 12)
     return out
 
 

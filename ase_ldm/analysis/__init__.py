@@ -1,0 +1,1 @@
+"""Evaluation of density trajectories: statistics, errors, dynamics, plots. Never imports models."""

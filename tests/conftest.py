@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny real GPAW systems (Li2 / Li3, PW(200), Gamma point)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "li16_800K.npz"
+
+
+def tiny_settings(**kw):
+    from ase_ldm.aimd import AIMDSettings
+
+    base = dict(steps=3, timestep_fs=1.0, ecut=200.0, temperature_K=800.0, ensemble="nve",
+                melt_steps=0, equil_steps=0, seed=3)
+    base.update(kw)
+    return AIMDSettings(**base)
+
+
+def li2(rattle: float = 0.05, seed: int = 1):
+    from ase_ldm.aimd import li_liquid
+
+    atoms = li_liquid(2)
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+@pytest.fixture(scope="session")
+def gpaw_li2():
+    """A converged GPAW calculator on a rattled Li2 bcc cell."""
+    pytest.importorskip("gpaw")
+    from ase_ldm.aimd import make_gpaw
+
+    atoms = li2()
+    atoms.calc = make_gpaw(tiny_settings())
+    atoms.get_forces()
+    return atoms
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory):
+    """A 4-frame NVE GPAW trajectory of Li2 (with D, velocities, energy, forces)."""
+    pytest.importorskip("gpaw")
+    from ase_ldm.aimd import run_aimd
+
+    path = tmp_path_factory.mktemp("rec") / "li2.h5"
+    run_aimd(li2(), path, tiny_settings(steps=3), progress=False)
+    return path
+
+
+@pytest.fixture
+def recorded_copy(recorded, tmp_path):
+    """A private copy of :func:`recorded` that a test may modify."""
+    import shutil
+
+    dst = tmp_path / "copy.h5"
+    shutil.copy(recorded, dst)
+    return dst
+
+
+def file_digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def frame_with(frame, **changes):
+    """A copy of a Frame with some fields replaced."""
+    import dataclasses
+
+    return dataclasses.replace(frame, **changes)
+
+
+__all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np"]

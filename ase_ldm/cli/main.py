@@ -19,6 +19,8 @@ COMMANDS = [
     ("import", "ase_ldm.cli.import_data"),
     ("export-cube", "ase_ldm.cli.export_cube"),
     ("info", "ase_ldm.cli.info"),
+    ("baseline", "ase_ldm.cli.baseline"),
+    ("evaluate", "ase_ldm.cli.evaluate"),
 ]
 
 
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(
-        prog="ase-ldm", description="Electron-density dynamics from GPAW AIMD: record, import, inspect.")
+        prog="ase-ldm", description="Electron-density dynamics from GPAW AIMD: record, import, inspect, evaluate.")
     parser.add_argument("--version", action="version", version=f"ase-ldm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug)")
     parser.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")

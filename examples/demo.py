@@ -3,7 +3,9 @@
 Steps (each skipped when its output already exists, so the demo can be interrupted and rerun):
 1. record liquid Li (N atoms, PW cutoff, Langevin NVT) into DEMO/li.h5 with `ase-ldm record`;
 2. print the dataset summary (`ase-ldm info`);
-3. save a PNG of a density slice (first frame, last frame, their difference).
+3. save a PNG of a density slice (first frame, last frame, their difference);
+4. evaluate the persistence baseline (previous frame) against the recording:
+   `ase-ldm baseline` then `ase-ldm evaluate`, into DEMO/eval-persistence/.
 
 Runs in a few minutes on 2 cores with the defaults.
 """
@@ -35,9 +37,7 @@ def record(out: Path, args: argparse.Namespace) -> None:
                 "--seed", "7", "--force", *common, "-o", str(out)]
     else:  # a previous demo was interrupted: continue it
         argv = ["record", "--append", "--steps", str(want - have), *common, "-o", str(out)]
-    print("[demo] ase-ldm " + " ".join(argv))
-    if cli(argv) != 0:
-        raise SystemExit("[demo] recording failed")
+    run_cli(argv)
 
 
 def main() -> None:
@@ -65,6 +65,16 @@ def main() -> None:
                     extent_A=(L[0], L[1]), shared_scale=[True, True, False],
                     suptitle=f"{ds.summary()['formula']}: GPAW pseudo-density, middle z plane")
     print(f"[demo] wrote {png}")
+
+    base = out_dir / "persistence.h5"
+    run_cli(["baseline", str(data), "--kind", "persistence", "--force", "-o", str(base)])
+    run_cli(["evaluate", str(base), "--reference", str(data), "-o", str(out_dir / "eval-persistence")])
+
+
+def run_cli(argv: list[str]) -> None:
+    print("[demo] ase-ldm " + " ".join(argv))
+    if cli(argv) != 0:
+        raise SystemExit(f"[demo] ase-ldm {argv[0]} failed")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 import sys
 import textwrap
 
+from ..checkpoint import CheckpointError
 from ..data.schema import DatasetError
 
 COMMANDS = [
@@ -21,6 +22,8 @@ COMMANDS = [
     ("info", "ase_ldm.cli.info"),
     ("baseline", "ase_ldm.cli.baseline"),
     ("evaluate", "ase_ldm.cli.evaluate"),
+    ("train", "ase_ldm.cli.train"),
+    ("rollout", "ase_ldm.cli.rollout"),
 ]
 
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, FileNotFoundError, IndexError) as err:
+    except (DatasetError, CheckpointError, ValueError, FileNotFoundError, IndexError) as err:
         if args.traceback:
             raise
         print(f"ase-ldm {args.command}: error: {err}", file=sys.stderr)

@@ -1,0 +1,121 @@
+r"""The paper's model: periodic 3D autoencoder + conditional latent DDPM.
+
+Training objective, per batch of consecutive states :math:`(s_t, s_{t+1})`:
+
+.. math:: L = L_\text{AE} + \lambda_1 L_\text{LDM} + \lambda_2 L_\text{sJSD}
+
+* :math:`L_\text{AE}`: reconstruction of both states from their latents;
+* :math:`L_\text{LDM}`: DDPM noise prediction of the next latent conditioned on the current
+  one. The diffusion runs on standardised latents :math:`u = (z - m)/s`, with :math:`m, s`
+  running (EMA) statistics of the encoder's output, and the latents are detached: the
+  denoiser learns the encoder's latent dynamics without pulling the encoder towards latents
+  that are easy to denoise (a collapse the AE loss alone would have to fight);
+* :math:`L_\text{sJSD}`: scaled JSD between soft histograms of reconstructed and true
+  standardised log densities.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import LossConfig, ModelConfig
+from ..losses import reconstruction_loss, scaled_jsd
+from ..sampling import SAMPLERS
+from .autoencoder import Autoencoder
+from .denoiser import LatentDenoiser
+from .diffusion import LinearSchedule
+
+__all__ = ["DensityLDM"]
+
+
+class DensityLDM(nn.Module):
+    """Autoencoder, latent denoiser, schedule and latent statistics for one grid.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    grid : (N1, N2, N3)
+    latent_momentum : float
+        EMA momentum of the latent mean and (scalar) scale used to standardise diffusion inputs.
+    """
+
+    def __init__(self, cfg: ModelConfig, grid: tuple[int, int, int], latent_momentum: float = 0.05) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grid = tuple(int(n) for n in grid)
+        d = cfg.autoencoder.latent_dim
+        self.autoencoder = Autoencoder(cfg.autoencoder, self.grid)
+        self.denoiser = LatentDenoiser(d, cfg.diffusion)
+        self.schedule = LinearSchedule(cfg.diffusion.steps, cfg.diffusion.beta_start, cfg.diffusion.beta_end)
+        self.latent_momentum = latent_momentum
+        self.register_buffer("z_mean", torch.zeros(d))
+        self.register_buffer("z_std", torch.ones(d))
+        self.register_buffer("z_initialized", torch.zeros((), dtype=torch.bool))
+
+    # -- latents -------------------------------------------------------------------------
+    def encode(self, s: torch.Tensor) -> torch.Tensor:
+        """State (B, 2, N1, N2, N3) -> latent z (B, d)."""
+        return self.autoencoder.encode(s)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent z (B, d) -> state (B, 2, N1, N2, N3)."""
+        return self.autoencoder.decode(z)
+
+    def standardize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.z_mean) / self.z_std
+
+    def unstandardize(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.z_std + self.z_mean
+
+    @torch.no_grad()
+    def _update_latent_stats(self, z: torch.Tensor) -> None:
+        # One scalar scale for all dimensions: per-dimension scales of near-constant latent
+        # dimensions are tiny and would blow the standardised values up.
+        mean = z.mean(0)
+        std = ((z - mean) ** 2).mean().sqrt().clamp_min(1e-6).expand_as(self.z_std) if z.shape[0] > 1 else self.z_std
+        if not bool(self.z_initialized):
+            self.z_mean.copy_(mean)
+            self.z_std.copy_(std)
+            self.z_initialized.fill_(True)
+        else:
+            m = self.latent_momentum
+            self.z_mean.mul_(1 - m).add_(m * mean)
+            self.z_std.mul_(1 - m).add_(m * std)
+
+    # -- training ------------------------------------------------------------------------
+    def forward(self, s_t: torch.Tensor, s_next: torch.Tensor, loss_cfg: LossConfig,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """All loss terms for a batch of consecutive states; ``total`` is what to minimise."""
+        B = s_t.shape[0]
+        z = self.encode(torch.cat([s_t, s_next]))
+        recon = self.decode(z)
+        target = torch.cat([s_t, s_next])
+        l_ae = reconstruction_loss(recon, target, loss_cfg.dot_weight)
+        if self.training:
+            self._update_latent_stats(z.detach())
+        u = self.standardize(z.detach())
+        l_ldm = self.schedule.loss(self.denoiser, u[B:], u[:B], generator)
+        out = {"ae": l_ae, "ldm": l_ldm}
+        total = l_ae + loss_cfg.lambda_ldm * l_ldm
+        if loss_cfg.lambda_sjsd > 0:
+            l_sjsd = scaled_jsd(recon[:, 0], target[:, 0], scale=loss_cfg.sjsd_scale, bins=loss_cfg.sjsd_bins,
+                                value_range=loss_cfg.sjsd_range, bandwidth=loss_cfg.sjsd_bandwidth)
+            out["sjsd"] = l_sjsd
+            total = total + loss_cfg.lambda_sjsd * l_sjsd
+        out["total"] = total
+        return out
+
+    # -- generation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_next(self, z_t: torch.Tensor, sampler: str = "ddim", generator: torch.Generator | None = None,
+                    n_steps: int = 20) -> torch.Tensor:
+        """Sample the next latent z_{t+1} (B, d) given z_t (B, d)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+        cond = self.standardize(z_t)
+        if sampler == "ddim":
+            u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps)
+        else:
+            u = SAMPLERS["ddpm"](self.denoiser, self.schedule, cond, generator)
+        return self.unstandardize(u)

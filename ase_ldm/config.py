@@ -102,6 +102,8 @@ class TrainConfig:
     lr : float
         AdamW learning rate (cosine-decayed to ``lr * 0.05``).
     weight_decay : float
+    grad_clip : float
+        Gradient-norm clipping (the residual network has no normalisation layers).
     test_fraction : float
         Last fraction of frames held out (split by time, as in the paper).
     seed : int
@@ -116,8 +118,9 @@ class TrainConfig:
 
     epochs: int = 50
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-5
+    grad_clip: float = 1.0
     test_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 1

@@ -153,7 +153,7 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"][rank] if isinstance(state["generator"], list) else state["generator"])
-        history = json.loads((run / "history.json").read_text())[: meta["epoch"]]
+        history = list(meta.get("history", []))[: meta["epoch"]]
         start_epoch = meta["epoch"]
         log.info("resuming %s at epoch %d", run, start_epoch)
     elif rank == 0:
@@ -189,6 +189,7 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
             losses = net(s_t, s_next, cfg.loss, gen)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             for k, v in losses.items():
@@ -205,7 +206,7 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
         history.append(record)
         if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             gens = gen.get_state()
-            save_checkpoint(run, model, meta_base, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            save_checkpoint(run, model, {**meta_base, "history": history}, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                                     "generator": gens}, epoch=epoch + 1)
             tmp = run / "history.json.part"
             tmp.write_text(json.dumps(history, indent=1))

@@ -77,3 +77,27 @@ def frame_with(frame, **changes):
 
 
 __all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np"]
+
+
+@pytest.fixture(scope="session")
+def recorded_long(tmp_path_factory):
+    """A 14-frame NVT GPAW trajectory of Li2 (enough frames to train and test a tiny model)."""
+    pytest.importorskip("gpaw")
+    from ase_ldm.aimd import run_aimd
+
+    path = tmp_path_factory.mktemp("reclong") / "li2_long.h5"
+    run_aimd(li2(), path, tiny_settings(steps=13, ensemble="nvt", timestep_fs=2.0, temperature_K=1200.0),
+             progress=False)
+    return path
+
+
+def tiny_train_config(**kw):
+    """A model small enough to train in seconds on CPU."""
+    from ase_ldm.config import AutoencoderConfig, DiffusionConfig, LossConfig, ModelConfig, TrainConfig
+
+    model = ModelConfig(autoencoder=AutoencoderConfig(channels=(4, 8, 16), latent_dim=16),
+                        diffusion=DiffusionConfig(steps=50, hidden=32, layers=2, embedding_dim=16))
+    base = dict(epochs=4, batch_size=4, lr=2e-3, test_fraction=0.25, seed=1, device="cpu", model=model,
+                loss=LossConfig(sjsd_bins=32))
+    base.update(kw)
+    return TrainConfig(**base)

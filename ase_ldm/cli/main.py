@@ -24,6 +24,7 @@ COMMANDS = [
     ("evaluate", "ase_ldm.cli.evaluate"),
     ("train", "ase_ldm.cli.train"),
     ("rollout", "ase_ldm.cli.rollout"),
+    ("scf-bench", "ase_ldm.cli.scf_bench"),
 ]
 
 

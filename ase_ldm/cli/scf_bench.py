@@ -1,0 +1,40 @@
+"""Benchmark GPAW SCF iterations per MD step with density providers as initial guesses.
+
+Runs NVE MD from the same dataset frame (positions, velocities, GPAW settings) for each
+provider: gpaw (GPAW's own reuse, always run as the reference), previous,
+extrapolate-linear, extrapolate-quadratic, sad-extrapolate, or a model (pretrained name or
+run directory). Reports iterations per step, seconds per step (model time included) and the
+largest energy and force differences from GPAW's own run.
+
+Example: ase-ldm scf-bench li16.h5 --frame 600 --steps 10 --provider extrapolate-quadratic
+         --provider sad-extrapolate --json scf.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class CLICommand:
+    __doc__ = __doc__
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("data", help="dataset with velocities (e.g. recorded or the imported reference)")
+        p.add_argument("--frame", type=int, default=0, help="start frame")
+        p.add_argument("--steps", type=int, default=10, help="MD steps after the cold start")
+        p.add_argument("--provider", action="append", default=[], help="provider name (repeatable)")
+        p.add_argument("--device", default="cpu", help="device for model providers")
+        p.add_argument("--json", help="write the results here")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ..scf_bench import scf_bench
+
+        out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
+                        device=args.device, json_out=args.json)
+        print(f"{'provider':<26}{'iter/step':>10}{'s/step':>9}{'cold':>6}{'max dE (eV)':>13}{'max dF (eV/A)':>15}")
+        for name, r in out["providers"].items():
+            print(f"{name:<26}{r['iterations_per_step']:>10.2f}{r['seconds_per_step']:>9.3f}"
+                  f"{r['cold_start_iterations']:>6d}{r['max_energy_diff_eV']:>13.2e}{r['max_force_diff_eV_A']:>15.2e}")
+        return 0

@@ -1,0 +1,163 @@
+"""Start GPAW's SCF from a supplied density: the only module that writes GPAW internals.
+
+Two entry points:
+
+* :func:`start_from_density` -- a fresh calculation: GPAW initialises as usual (superposition
+  of atomic densities, LCAO wave functions), then ``nt_sR`` and ``D_asii`` are replaced by the
+  given pair, renormalised to the system's charge, and the potential is recomputed before the
+  first SCF iteration.
+* :func:`guided_gpaw` / :class:`GuidedGPAW` -- MD: when the atoms move, GPAW first moves its
+  wave functions and rebuilds the density from them (its own reuse); the provider's
+  prediction then replaces ``nt_sR`` and ``D_asii`` and the potential is recomputed. Before
+  moving, the converged density of the finished step is handed to the provider.
+
+The guess only changes where the SCF starts: GPAW's convergence criteria decide where it
+ends, so converged energies and forces agree with an unguided run to the SCF tolerance.
+
+Supported: new-code GPAW 26.x, plane-wave mode, spin-paired or spin-polarised with a provider
+that predicts every spin channel, serial (no domain decomposition), symmetry off. Anything
+else is refused with :class:`UnsupportedSetup` naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr
+
+from .data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
+from .providers import DensityProvider, make_provider
+
+__all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_density", "GuidedGPAW",
+           "guided_gpaw"]
+
+log = logging.getLogger(__name__)
+SUPPORTED_GPAW = ("26.",)
+
+
+class UnsupportedSetup(RuntimeError):
+    """The GPAW set-up is one the hook cannot guide correctly."""
+
+
+def check_supported(calc: Any) -> None:
+    """Refuse set-ups where injecting a density is not known to be right."""
+    import gpaw
+
+    if not gpaw.__version__.startswith(SUPPORTED_GPAW):
+        raise UnsupportedSetup(f"GPAW {gpaw.__version__}: the hook is written against GPAW 26.x internals "
+                               "(dft.density.nt_sR, D_asii, pot_calc.calculate); use GPAW 26.x")
+    if not hasattr(calc, "params") or not hasattr(calc.params, "mode"):
+        raise UnsupportedSetup(f"{type(calc).__name__} is not a new-code GPAW calculator")
+    mode = calc.params.mode.name
+    if mode != "pw":
+        raise UnsupportedSetup(f"mode {mode!r}: the hook supports plane-wave mode only (mode=PW(ecut)); "
+                               "LCAO and FD start differently")
+    sym = calc.params.symmetry.todict() if hasattr(calc.params.symmetry, "todict") else calc.params.symmetry
+    if sym not in ("off", {"point_group": False, "time_reversal": False}):
+        raise UnsupportedSetup(f"symmetry {sym!r}: pass symmetry='off' (a guess must not be symmetrised away)")
+    if getattr(calc, "comm", None) is not None and calc.comm.size > 1:
+        raise UnsupportedSetup(f"{calc.comm.size} MPI ranks: domain decomposition is not supported; run serially")
+
+
+def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+    """Replace a GPAW DFT object's density by (nt_sR e/Angstrom^3, D_asii) and recompute the potential.
+
+    Raises
+    ------
+    UnsupportedSetup
+        The guess does not fit the calculation (spin channels, grid, atoms, projectors).
+    """
+    density = dft.density
+    S = density.nt_sR.dims[0]
+    nt_sR = np.asarray(nt_sR, np.float64)
+    if nt_sR.shape[0] != S:
+        raise UnsupportedSetup(f"the guess has {nt_sR.shape[0]} spin channel(s), the calculation {S}: a "
+                               "spin-polarised run needs a provider that predicts both spins")
+    grid = density.nt_sR.desc
+    if tuple(nt_sR.shape[1:]) != tuple(grid.size_c):
+        raise UnsupportedSetup(f"the guess is on a {nt_sR.shape[1:]} grid, the calculation on {tuple(grid.size_c)}")
+    if len(D_asii) != len(dft.setups):
+        raise UnsupportedSetup(f"the guess has D for {len(D_asii)} atoms, the calculation has {len(dft.setups)}")
+    density.nt_sR.data[:] = nt_sR * Bohr**3
+    for a, D_sii in density.D_asii.items():
+        if D_sii.shape != np.shape(D_asii[a]):
+            raise UnsupportedSetup(f"D of atom {a} has shape {np.shape(D_asii[a])}, GPAW's is {D_sii.shape}")
+        D_sii[:] = D_asii[a]
+    density.normalize(dft.pot_calc.charge)
+    dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
+
+
+def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+    """Initialise ``calc`` for ``atoms`` and make its first SCF start from (nt_sR, D_asii).
+
+    Call before ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``.
+    """
+    check_supported(calc)
+    calc.initialize(atoms)
+    inject_density(calc.dft, nt_sR, D_asii)
+    atoms.calc = calc
+
+
+def _make_guided_class():
+    from gpaw.new.ase_interface import ASECalculator
+
+    class _Guided(ASECalculator):
+        """GPAW's ASE calculator whose MD moves end with the provider's density."""
+
+        provider: DensityProvider
+        guess_seconds: list[float]
+
+        def move_atoms(self, atoms: Atoms) -> None:
+            old = self.atoms
+            if self._dft is not None and self.dft.results:
+                self.provider.observe(old, nt_sR_from_gpaw(self), D_asii_from_gpaw(self))
+            super().move_atoms(atoms)
+            t0 = time.perf_counter()
+            guess = self.provider.predict(atoms)
+            if guess is not None:
+                inject_density(self.dft, *guess)
+            self.guess_seconds.append(time.perf_counter() - t0)
+
+        def create_new_calculation(self, atoms: Atoms) -> None:
+            super().create_new_calculation(atoms)
+            self.provider.reset()  # a fresh start (new cell or species) breaks the history
+
+    return _Guided
+
+
+_GUIDED = None
+
+
+def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:
+    """A GPAW calculator (``gpaw.GPAW(**gpaw_kwargs)``) guided by ``provider`` in MD.
+
+    ``provider`` is a :class:`~ase_ldm.providers.DensityProvider` or its command-line name
+    (``gpaw``, ``previous``, ``extrapolate-linear``, ``extrapolate-quadratic``,
+    ``sad-extrapolate``, a model run directory or pretrained name).
+    """
+    from gpaw import GPAW
+
+    gpaw_kwargs.setdefault("symmetry", "off")
+    return guided_gpaw(GPAW(**gpaw_kwargs), provider)
+
+
+def guided_gpaw(calc: Any, provider: DensityProvider | str) -> Any:
+    """Turn an existing (not yet used, or used) new-code GPAW calculator into a guided one.
+
+    The calculator keeps all its settings and state; only ``move_atoms`` gains the hook.
+    """
+    global _GUIDED
+    check_supported(calc)
+    if _GUIDED is None:
+        _GUIDED = _make_guided_class()
+    if isinstance(provider, str):
+        provider = make_provider(provider, calc)
+    # Re-class the instance GPAW's factory built (its constructor wiring is internal to GPAW).
+    calc.__class__ = _GUIDED
+    calc.provider = provider
+    calc.guess_seconds = []
+    return calc

@@ -72,6 +72,13 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
         The guess does not fit the calculation (spin channels, grid, atoms, projectors).
     """
     density = dft.density
+    _write_density(density, nt_sR, D_asii, len(dft.setups))
+    density.normalize(dft.pot_calc.charge)
+    dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
+
+
+def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], nsetups: int) -> None:
+    """Overwrite a GPAW Density's nt_sR (from e/Angstrom^3) and D_asii, checking that they fit."""
     S = density.nt_sR.dims[0]
     nt_sR = np.asarray(nt_sR, np.float64)
     if nt_sR.shape[0] != S:
@@ -80,25 +87,42 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
     grid = density.nt_sR.desc
     if tuple(nt_sR.shape[1:]) != tuple(grid.size_c):
         raise UnsupportedSetup(f"the guess is on a {nt_sR.shape[1:]} grid, the calculation on {tuple(grid.size_c)}")
-    if len(D_asii) != len(dft.setups):
-        raise UnsupportedSetup(f"the guess has D for {len(D_asii)} atoms, the calculation has {len(dft.setups)}")
-    density.nt_sR.data[:] = nt_sR * Bohr**3
+    if len(D_asii) != nsetups:
+        raise UnsupportedSetup(f"the guess has D for {len(D_asii)} atoms, the calculation has {nsetups}")
     for a, D_sii in density.D_asii.items():
         if D_sii.shape != np.shape(D_asii[a]):
             raise UnsupportedSetup(f"D of atom {a} has shape {np.shape(D_asii[a])}, GPAW's is {D_sii.shape}")
+    density.nt_sR.data[:] = nt_sR * Bohr**3
+    for a, D_sii in density.D_asii.items():
         D_sii[:] = D_asii[a]
-    density.normalize(dft.pot_calc.charge)
-    dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
 
 
 def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
-    """Initialise ``calc`` for ``atoms`` and make its first SCF start from (nt_sR, D_asii).
+    """Initialise ``calc`` for ``atoms`` with its first SCF starting from (nt_sR, D_asii).
 
-    Call before ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``.
+    The calculation components are built as GPAW builds them for a cold start
+    (``Parameters.create_dft_calculation_components``), except that the density is the given one:
+    the potential and the initial LCAO wave functions are computed from it. Call before
+    ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``.
     """
+    from gpaw.new.calculation import DFT
+
     check_supported(calc)
-    calc.initialize(atoms)
-    inject_density(calc.dft, nt_sR, D_asii)
+    params, log = calc.params, calc.log
+    builder = params.dft_component_builder(atoms, log=log, comm=log.comm)
+    basis_set = builder.create_basis_set()
+    scf_loop = builder.create_scf_loop()
+    pot_calc = builder.create_potential_calculator()
+    density = builder.density_from_superposition(basis_set)
+    _write_density(density, nt_sR, D_asii, len(atoms))
+    density.normalize(pot_calc.charge)
+    potential, energies, _ = pot_calc.calculate_without_orbitals(density, kpt_band_comm=builder.communicators["D"])
+    ibzwfs = builder.create_ibz_wave_functions(basis_set, potential)
+    if ibzwfs._wfs_u[0].has_eigs:
+        ibzwfs.calculate_occs(scf_loop.occ_calc, density.nvalence - density.charge + pot_calc.charge)
+    calc._dft = DFT.from_components(atoms, ibzwfs, density, potential, builder.setups, scf_loop, pot_calc, log,
+                                    params, energies, converge=False)
+    calc._atoms = atoms.copy()
     atoms.calc = calc
 
 

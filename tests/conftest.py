@@ -101,3 +101,13 @@ def tiny_train_config(**kw):
                 loss=LossConfig(sjsd_bins=32))
     base.update(kw)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained(recorded_long, tmp_path_factory):
+    """A tiny model trained for 4 epochs on :func:`recorded_long`: (run_dir, history)."""
+    from ase_ldm.training import train
+
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    out = train(recorded_long, run, tiny_train_config(epochs=4), progress=False)
+    return run, out["history"]

@@ -16,13 +16,6 @@ from ase_ldm.surrogate import load_model
 from ase_ldm.training import train
 
 
-@pytest.fixture(scope="module")
-def trained(recorded_long, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run") / "tiny"
-    out = train(recorded_long, run, tiny_train_config(epochs=4), progress=False)
-    return run, out["history"]
-
-
 def test_tiny_model_overfits_tiny_real_dataset(recorded_long, tmp_path):
     cfg = tiny_train_config(epochs=150, lr=2e-3, checkpoint_every=150)
     hist = train(recorded_long, tmp_path / "overfit", cfg, progress=False)["history"]

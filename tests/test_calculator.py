@@ -1,0 +1,121 @@
+"""The ASE DensityCalculator: contract, stepping, synchronisation, refusals, recording."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import units
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.verlet import VelocityVerlet
+
+from ase_ldm.calculator import DensityCalculator, ModelMismatch
+from ase_ldm.data import open_dataset
+
+pytest.importorskip("gpaw")
+
+
+def gpaw_calc():
+    from ase_ldm.aimd import make_gpaw
+    from conftest import tiny_settings
+
+    return make_gpaw(tiny_settings())
+
+
+def start_atoms(recorded_long, frame=8):
+    with open_dataset(recorded_long) as ds:
+        return ds.atoms(frame)
+
+
+def test_md_pulls_a_density_every_step(trained, recorded_long, tmp_path):
+    run, _ = trained
+    atoms = start_atoms(recorded_long)
+    calc = DensityCalculator(str(run), calc=gpaw_calc(), timestep_fs=2.0, record=str(tmp_path / "pred.h5"),
+                             device="auto")
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    densities, energies = [], []
+    dyn.attach(lambda: (densities.append(calc.get_pseudo_density()), energies.append(atoms.get_potential_energy())))
+    dyn.run(3)
+    assert len(densities) == 4 and densities[0].shape == (12, 12, 12)
+    assert all(d.min() > 0 for d in densities)
+    count = densities[0].sum() * calc.surrogate.dV
+    for d in densities:
+        assert d.sum() * calc.surrogate.dV == pytest.approx(count, rel=1e-5)  # electron count kept
+    assert not np.allclose(densities[1], densities[0])  # the model advanced
+    assert calc.get_property("pseudo_density") is not None
+    np.testing.assert_allclose(calc.get_pseudo_density(spin=0) * 2, densities[-1])
+    assert calc.get_pseudo_density(gridrefinement=2).shape == (24, 24, 24)
+    # results cached per state: same atoms, no new model step
+    assert calc.calculation_required(atoms, ["pseudo_density"]) is False
+    steps = calc._model_steps
+    np.testing.assert_array_equal(calc.get_pseudo_density(), densities[-1])
+    assert calc._model_steps == steps
+    # the ASE contract
+    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density"]
+    json.dumps(calc.todict())
+    from ase.io import Trajectory
+
+    with Trajectory(tmp_path / "md.traj", "w") as traj:
+        traj.write(atoms)
+    calc.close()
+    with open_dataset(tmp_path / "pred.h5") as ds:
+        assert len(ds) == 4
+        np.testing.assert_allclose(ds.nt(3)[0], densities[-1], rtol=1e-6)
+
+
+def test_resync_every_step_serves_gpaws_density(trained, recorded_long):
+    from ase_ldm.data.gpaw_io import nt_sR_from_gpaw
+
+    atoms = start_atoms(recorded_long)
+    inner = gpaw_calc()
+    calc = DensityCalculator(str(trained[0]), calc=inner, resync_every=1)
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    dyn.run(2)
+    np.testing.assert_allclose(calc.get_pseudo_density(), nt_sR_from_gpaw(inner).sum(0), rtol=1e-6)
+
+
+def test_stride_and_timestep_mismatch(trained, recorded_long):
+    with pytest.raises(ModelMismatch, match="timestep"):
+        DensityCalculator(str(trained[0]), timestep_fs=1.5)
+    calc = DensityCalculator(str(trained[0]), calc=gpaw_calc(), timestep_fs=1.0, stride=2)
+    atoms = start_atoms(recorded_long)
+    atoms.calc = calc
+    seen = []
+    dyn = VelocityVerlet(atoms, 1.0 * units.fs)
+    dyn.attach(lambda: seen.append(calc.get_pseudo_density()))
+    dyn.run(4)
+    assert np.array_equal(seen[1], seen[0])  # half a model step: the same density
+    assert not np.array_equal(seen[2], seen[1])  # a full model step: a new one
+    assert calc._model_steps == 2
+
+
+def test_mismatched_atoms_are_refused(trained, recorded_long):
+    from ase.build import bulk
+
+    calc = DensityCalculator(str(trained[0]), calc=gpaw_calc())
+    na = bulk("Na", "bcc", a=3.635, cubic=True)
+    na.calc = calc
+    with pytest.raises(ModelMismatch, match="differ from the model"):
+        na.get_potential_energy()
+    atoms = start_atoms(recorded_long)
+    atoms.set_cell(atoms.cell * 1.05, scale_atoms=True)
+    atoms.calc = calc
+    with pytest.raises(ModelMismatch, match="cell"):
+        atoms.get_potential_energy()
+
+
+def test_without_force_calculator(trained, recorded_long):
+    with open_dataset(recorded_long) as ds:
+        n_prev, n = ds.nt(7), ds.nt(8)
+        atoms = ds.atoms(8)
+    calc = DensityCalculator(str(trained[0]))
+    atoms.calc = calc
+    with pytest.raises(RuntimeError, match="synchronize"):
+        calc.get_property("pseudo_density", atoms)
+    calc.synchronize(n_prev, n)
+    np.testing.assert_allclose(calc.get_property("pseudo_density", atoms), n[0], rtol=1e-6)
+    with pytest.raises(PropertyNotImplementedError, match="no force calculator"):
+        atoms.get_potential_energy()

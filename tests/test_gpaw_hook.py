@@ -1,0 +1,117 @@
+"""The GPAW initial-guess hook and the providers, with real GPAW on Li2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gpaw")
+
+from ase import units  # noqa: E402
+from ase.md.verlet import VelocityVerlet  # noqa: E402
+from conftest import li2  # noqa: E402
+
+from ase_ldm.data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw  # noqa: E402
+from ase_ldm.gpaw_hook import GuidedGPAW, UnsupportedSetup, guided_gpaw, start_from_density  # noqa: E402
+from ase_ldm.providers import Extrapolate, make_provider  # noqa: E402
+
+GPAW_KW = dict(mode={"name": "pw", "ecut": 200.0}, xc="PBE", kpts=(1, 1, 1),
+               occupations={"name": "fermi-dirac", "width": 0.1}, txt=None)
+
+
+def md_run(provider, steps=5):
+    from ase.md.velocitydistribution import thermalize_momenta
+
+    atoms = li2(rattle=0.1, seed=2)
+    thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
+    atoms.calc = GuidedGPAW(provider, **GPAW_KW)
+    dyn = VelocityVerlet(atoms, 2 * units.fs)
+    out = {"it": [], "E": [], "F": []}
+    dyn.attach(lambda: (out["it"].append(atoms.calc.get_number_of_iterations()),
+                        out["E"].append(atoms.get_potential_energy()), out["F"].append(atoms.get_forces().copy())))
+    dyn.run(steps)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_md():
+    return md_run("gpaw")
+
+
+@pytest.mark.parametrize("provider", ["previous", "extrapolate-quadratic", "sad-extrapolate"])
+def test_hook_never_changes_the_converged_answer(reference_md, provider):
+    run = md_run(provider)
+    # GPAW's default SCF criteria (energy 5e-4 eV/electron, density 1e-4): results agree far below them
+    np.testing.assert_allclose(run["E"], reference_md["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(reference_md["F"]), atol=2e-3)
+
+
+def test_quadratic_extrapolation_saves_iterations(reference_md):
+    run = md_run("extrapolate-quadratic")
+    assert np.mean(run["it"][3:]) < np.mean(reference_md["it"][3:])
+
+
+def test_fresh_start_from_a_supplied_density(gpaw_li2):
+    """The injected density really is where the SCF starts: the exact density starts no worse than
+    GPAW's superposition and better than a uniform density, and the answer is unchanged."""
+    from gpaw import GPAW
+
+    nt, D = nt_sR_from_gpaw(gpaw_li2.calc), D_asii_from_gpaw(gpaw_li2.calc)
+    cold = gpaw_li2.calc.get_number_of_iterations()
+    iterations = {}
+    for label, guess in (("exact", nt), ("uniform", np.full_like(nt, nt.mean()))):
+        atoms = gpaw_li2.copy()
+        calc = GPAW(**GPAW_KW, symmetry="off")
+        start_from_density(calc, atoms, guess, D)
+        assert atoms.get_potential_energy() == pytest.approx(gpaw_li2.get_potential_energy(), abs=1e-4)
+        iterations[label] = calc.get_number_of_iterations()
+    assert iterations["exact"] <= cold
+    assert iterations["exact"] < iterations["uniform"]
+
+
+@pytest.mark.parametrize("setup,match", [
+    (dict(mode="lcao", basis="sz(dzp)"), "plane-wave"),
+    (dict(mode="fd", h=0.3), "plane-wave"),
+    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={"point_group": True}), "symmetry"),
+])
+def test_unsupported_setups_are_refused(setup, match):
+    from gpaw import GPAW
+
+    kw = {**GPAW_KW, "symmetry": "off", **setup}
+    with pytest.raises(UnsupportedSetup, match=match):
+        guided_gpaw(GPAW(**kw), "extrapolate-quadratic")
+
+
+def test_spin_polarised_run_needs_a_spin_provider():
+    class SpinPairedGuess(Extrapolate):
+        def predict(self, atoms):
+            guess = super().predict(atoms)
+            return None if guess is None else (guess[0].sum(0, keepdims=True), [D[:1] for D in guess[1]])
+
+    atoms = li2()
+    atoms.set_initial_magnetic_moments([0.5, 0.5])
+    atoms.calc = GuidedGPAW(SpinPairedGuess(2), **GPAW_KW, spinpol=True)
+    atoms.get_potential_energy()
+    atoms.positions[0] += 0.05
+    with pytest.raises(UnsupportedSetup, match="spin"):
+        atoms.get_potential_energy()
+
+
+def test_unknown_provider_is_a_clear_error(gpaw_li2):
+    with pytest.raises(ValueError, match="unknown provider"):
+        make_provider("no-such-provider", gpaw_li2.calc)
+
+
+def test_scf_bench_cli(recorded, tmp_path, capsys):
+    import json
+
+    from ase_ldm.cli.main import main
+
+    out = tmp_path / "scf.json"
+    assert main(["scf-bench", str(recorded), "--frame", "1", "--steps", "2", "--provider", "extrapolate-linear",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["providers"]
+    assert set(r) == {"gpaw", "extrapolate-linear"}
+    for p in r.values():
+        assert len(p["iterations"]) == 2 and p["seconds_per_step"] > 0
+        assert p["max_energy_diff_eV"] < 1e-4 and p["max_force_diff_eV_A"] < 2e-3

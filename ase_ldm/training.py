@@ -189,7 +189,9 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
             losses = net(s_t, s_next, cfg.loss, gen)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # clipped per network: the autoencoder's large gradients must not scale the denoiser's away
+            torch.nn.utils.clip_grad_norm_(model.autoencoder.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             for k, v in losses.items():
@@ -199,11 +201,14 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
                 bar.update(1)
                 bar.set_postfix({k: f"{v / nb:.4f}" for k, v in sums.items()})
         record = {"epoch": epoch + 1, **{k: v / max(nb, 1) for k, v in sums.items()},
-                  "seconds": time.perf_counter() - t0, "frames_per_second": 2 * len(order) / (time.perf_counter() - t0)}
+                  "seconds": time.perf_counter() - t0, "frames_per_second": len(order) / (time.perf_counter() - t0)}
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             record.update(test_metrics(model, data, transform, device))
         history.append(record)
+        if last and cfg.ldm_finetune_steps > 0:
+            record.update(finetune_denoiser(model, data, transform, device, cfg, gen))
+            record.update(test_metrics(model, data, transform, device))
         if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             gens = gen.get_state()
             save_checkpoint(run, model, {**meta_base, "history": history}, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -214,6 +219,42 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
     if bar is not None:
         bar.close()
     return {"history": history, "run_dir": str(run)}
+
+
+def finetune_denoiser(model: DensityLDM, data: TrainingData, transform: LogNormalTransform, device: torch.device,
+                      cfg: TrainConfig, gen: torch.Generator) -> dict[str, float]:
+    """Train the denoiser alone on the frozen encoder's latents of all training pairs.
+
+    The latent mean and scale are recomputed exactly from those latents first. Returns the
+    mean LDM loss of the last 10 % of steps.
+    """
+    model.eval()
+    with torch.no_grad():
+        t_all = np.arange(1, data.n_train)  # states of frames 1 .. n_train-1
+        zs = []
+        for b0 in range(0, len(t_all), 32):
+            s_t, _ = data.states(t_all[b0 : b0 + 32], transform, device)
+            zs.append(model.encode(s_t))
+        z = torch.cat(zs)
+        model.z_mean.copy_(z.mean(0))
+        model.z_std.copy_(((z - z.mean(0)) ** 2).mean().sqrt().clamp_min(1e-6).expand_as(model.z_std))
+        u = model.standardize(z)
+    cond, target = u[:-1], u[1:]  # consecutive training states: (t, t+1)
+    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.ldm_finetune_steps))
+    losses = []
+    model.denoiser.train()
+    for _ in range(cfg.ldm_finetune_steps):
+        idx = torch.randint(0, len(cond), (cfg.ldm_finetune_batch,), device=device, generator=gen)
+        loss = model.schedule.loss(model.denoiser, target[idx], cond[idx], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.train()
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"ldm_finetuned": float(np.mean(tail))}
 
 
 @torch.no_grad()

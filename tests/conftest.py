@@ -98,6 +98,7 @@ def tiny_train_config(**kw):
     model = ModelConfig(autoencoder=AutoencoderConfig(channels=(4, 8, 16), latent_dim=16),
                         diffusion=DiffusionConfig(steps=50, hidden=32, layers=2, embedding_dim=16))
     base = dict(epochs=4, batch_size=4, lr=2e-3, test_fraction=0.25, seed=1, device="cpu", model=model,
+                ldm_finetune_steps=50, ldm_finetune_batch=16,
                 loss=LossConfig(sjsd_bins=32))
     base.update(kw)
     return TrainConfig(**base)

@@ -4,7 +4,7 @@ Training objective, per batch of consecutive states :math:`(s_t, s_{t+1})`:
 
 .. math:: L = L_\text{AE} + \lambda_1 L_\text{LDM} + \lambda_2 L_\text{sJSD}
 
-* :math:`L_\text{AE}`: reconstruction of both states from their latents;
+* :math:`L_\text{AE}`: reconstruction of the current state from its latent;
 * :math:`L_\text{LDM}`: DDPM noise prediction of the next latent conditioned on the current
   one. The diffusion runs on standardised latents :math:`u = (z - m)/s`, with :math:`m, s`
   running (EMA) statistics of the encoder's output, and the latents are detached: the
@@ -86,20 +86,23 @@ class DensityLDM(nn.Module):
     # -- training ------------------------------------------------------------------------
     def forward(self, s_t: torch.Tensor, s_next: torch.Tensor, loss_cfg: LossConfig,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """All loss terms for a batch of consecutive states; ``total`` is what to minimise."""
-        B = s_t.shape[0]
-        z = self.encode(torch.cat([s_t, s_next]))
-        recon = self.decode(z)
-        target = torch.cat([s_t, s_next])
-        l_ae = reconstruction_loss(recon, target, loss_cfg.dot_weight)
+        """All loss terms for a batch of consecutive states; ``total`` is what to minimise.
+
+        The autoencoder terms use s_t; the next latent, the LDM's target, is encoded without
+        gradient (it is detached in the LDM loss anyway), which halves the cost of a step.
+        """
+        z_t = self.encode(s_t)
+        recon = self.decode(z_t)
+        with torch.no_grad():
+            z_next = self.encode(s_next)
+        l_ae = reconstruction_loss(recon, s_t, loss_cfg.dot_weight)
         if self.training:
-            self._update_latent_stats(z.detach())
-        u = self.standardize(z.detach())
-        l_ldm = self.schedule.loss(self.denoiser, u[B:], u[:B], generator)
+            self._update_latent_stats(torch.cat([z_t.detach(), z_next]))
+        l_ldm = self.schedule.loss(self.denoiser, self.standardize(z_next), self.standardize(z_t.detach()), generator)
         out = {"ae": l_ae, "ldm": l_ldm}
         total = l_ae + loss_cfg.lambda_ldm * l_ldm
         if loss_cfg.lambda_sjsd > 0:
-            l_sjsd = scaled_jsd(recon[:, 0], target[:, 0], scale=loss_cfg.sjsd_scale, bins=loss_cfg.sjsd_bins,
+            l_sjsd = scaled_jsd(recon[:, 0], s_t[:, 0], scale=loss_cfg.sjsd_scale, bins=loss_cfg.sjsd_bins,
                                 value_range=loss_cfg.sjsd_range, bandwidth=loss_cfg.sjsd_bandwidth)
             out["sjsd"] = l_sjsd
             total = total + loss_cfg.lambda_sjsd * l_sjsd

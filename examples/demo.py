@@ -7,9 +7,11 @@ Steps (each skipped when its output already exists, so an interrupted demo conti
 3. evaluate the persistence baseline against the recording (`ase-ldm baseline`, `evaluate`);
 4. train a small latent diffusion model on the recording (`ase-ldm train`, a few minutes);
 5. roll out the small model and the pretrained `li16-800K` model from the recording and
-   evaluate both against it (`ase-ldm rollout`, `evaluate`).
+   evaluate both against it (`ase-ldm rollout`, `evaluate`);
+6. compare SCF iterations per GPAW MD step with GPAW's own reuse and with density providers
+   as initial guesses (`ase-ldm scf-bench`).
 
-About 10 minutes on 2 cores with the defaults.
+About 12 minutes on 2 cores with the defaults.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main() -> None:
     p.add_argument("--melt-steps", type=int, default=10)
     p.add_argument("--equil-steps", type=int, default=10)
     p.add_argument("--train-epochs", type=int, default=SMALL_MODEL["epochs"])
+    p.add_argument("--scf-steps", type=int, default=4, help="MD steps per provider in the SCF comparison")
     args = p.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +123,17 @@ def main() -> None:
     else:
         print("[demo] pretrained li16-800K applies to Li16 at PW(300) (30^3 grid); skipped for these settings")
 
+    scf = out_dir / "scf-bench.json"
+    run_cli(["scf-bench", str(data), "--frame", str(n_frames - 1 - args.scf_steps), "--steps", str(args.scf_steps),
+             "--provider", "extrapolate-quadratic", "--provider", "sad-extrapolate", "--json", str(scf)])
+
     print("\n[demo] summary (prediction vs the recorded GPAW trajectory)")
     for path, label in reports:
         print("  " + summarize(path, label))
     print(f"[demo] reports and plots in {out_dir}/eval-*/")
+    print("[demo] SCF iterations per MD step (GPAW initial guess):")
+    for name, r in json.loads(scf.read_text())["providers"].items():
+        print(f"  {name:<24} {r['iterations_per_step']:.2f} iterations, {r['seconds_per_step']:.2f} s per step")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,23 @@ def test_train_rollout_evaluate_cli(trained, recorded_long, tmp_path, capsys):
     assert main(["rollout", str(tmp_path), "--init", str(recorded_long), "--frame", "3", "--steps", "1",
                  "-o", str(tmp_path / "x.h5")]) == 2
     assert "pretrained" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_distributed_training_with_torchrun(recorded_long, tmp_path):
+    """DistributedDataParallel on CPU (gloo): two ranks, rank 0 writes a loadable model."""
+    import os
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(asdict(tiny_train_config(epochs=2))))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    proc = subprocess.run([*torchrun, "-m", "ase_ldm.cli.main", "train", str(recorded_long), "-o",
+                           str(tmp_path / "ddp"), "--config", str(cfg), "--no-progress"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 2") == 1  # only rank 0 reports
+    sur = load_model(tmp_path / "ddp", device="cpu")
+    assert sur.meta["epoch"] == 2

@@ -51,6 +51,10 @@ class CLICommand:
         elif any(v is not None for v in (args.epochs, args.batch_size, args.lr, args.seed, args.max_frames)):
             raise ValueError("--resume uses the run's own config.json; do not change settings when resuming")
         out = train(args.data, args.output, cfg, resume=args.resume, progress=not args.no_progress)
+        import os
+
+        if os.environ.get("RANK", "0") != "0":
+            return 0
         last = out["history"][-1] if out["history"] else {}
         print(f"{args.output}: epoch {last.get('epoch')}, loss {last.get('total', float('nan')):.4f}, "
               f"test recon rel. L1 {last.get('test_recon_rel_l1', float('nan')):.4f}")

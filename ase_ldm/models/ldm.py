@@ -70,18 +70,25 @@ class DensityLDM(nn.Module):
 
     @torch.no_grad()
     def _update_latent_stats(self, z: torch.Tensor) -> None:
-        # One scalar scale for all dimensions: per-dimension scales of near-constant latent
-        # dimensions are tiny and would blow the standardised values up.
-        mean = z.mean(0)
-        std = ((z - mean) ** 2).mean().sqrt().clamp_min(1e-6).expand_as(self.z_std) if z.shape[0] > 1 else self.z_std
-        if not bool(self.z_initialized):
-            self.z_mean.copy_(mean)
-            self.z_std.copy_(std)
-            self.z_initialized.fill_(True)
+        """EMA of the latent mean, and of one scalar scale measured around that running mean.
+
+        One scale for all dimensions: per-dimension scales of near-constant dimensions are tiny
+        and would blow standardised values up. Measuring it around the running (lagging) mean
+        keeps standardised latents O(1) while the encoder still moves; the scale never drops below
+        the current batch's.
+        """
+        first = not bool(self.z_initialized)
+        m = self.latent_momentum
+        if first:
+            self.z_mean.copy_(z.mean(0))
         else:
-            m = self.latent_momentum
-            self.z_mean.mul_(1 - m).add_(m * mean)
-            self.z_std.mul_(1 - m).add_(m * std)
+            self.z_mean.mul_(1 - m).add_(m * z.mean(0))
+        scale = ((z - self.z_mean) ** 2).mean().sqrt().clamp_min(1e-6)
+        if first:
+            self.z_std.fill_(float(scale))
+            self.z_initialized.fill_(True)
+        else:  # never below the current batch's scale, so a moving encoder cannot inflate u
+            self.z_std.copy_(torch.maximum(self.z_std * (1 - m) + m * scale, scale))
 
     # -- training ------------------------------------------------------------------------
     def forward(self, s_t: torch.Tensor, s_next: torch.Tensor, loss_cfg: LossConfig,

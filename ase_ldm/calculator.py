@@ -79,6 +79,7 @@ class DensityCalculator(Calculator):
                 f"MD timestep {dt} fs x stride {stride} != the model's timestep {self.surrogate.timestep_fs} fs; "
                 f"use timestep {self.surrogate.timestep_fs / stride:g} fs, or stride "
                 f"{self.surrogate.timestep_fs / dt:g} if that is an integer")
+        self._md_timestep_fs = self.surrogate.timestep_fs / stride
         self._z = None
         self._n_R: np.ndarray | None = None
         self._md_steps = 0
@@ -177,9 +178,8 @@ class DensityCalculator(Calculator):
         if self._writer is None:
             self._writer = DensityWriter(self.parameters["record"], append=True,
                                          attrs={"source": f"DensityCalculator({self.parameters['model']})",
-                                                "timestep_fs": self.surrogate.timestep_fs / int(self.parameters["stride"])})
-        t = (self._writer.last_time_fs + self.surrogate.timestep_fs / int(self.parameters["stride"])
-             if len(self._writer) else 0.0)
+                                                "timestep_fs": self._md_timestep_fs})
+        t = self._writer.last_time_fs + self._md_timestep_fs if len(self._writer) else 0.0
         self._writer.append(Frame(nt_sR=self._n_R[None].astype(np.float32), positions=atoms.positions,
                                   cell=atoms.cell[:], numbers=atoms.numbers, time_fs=t, pbc=atoms.pbc))
 

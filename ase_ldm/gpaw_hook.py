@@ -30,17 +30,13 @@ from ase import Atoms
 from ase.units import Bohr
 
 from .data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
-from .providers import DensityProvider, make_provider
+from .providers import DensityProvider, UnsupportedSetup, make_provider
 
 __all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_density", "GuidedGPAW",
            "guided_gpaw"]
 
 log = logging.getLogger(__name__)
 SUPPORTED_GPAW = ("26.",)
-
-
-class UnsupportedSetup(RuntimeError):
-    """The GPAW set-up is one the hook cannot guide correctly."""
 
 
 def check_supported(calc: Any) -> None:

@@ -27,10 +27,14 @@ from typing import Any, Protocol
 import numpy as np
 from ase import Atoms
 
-__all__ = ["DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate", "ModelProvider",
-           "make_provider", "PROVIDER_NAMES", "Guess"]
+__all__ = ["UnsupportedSetup", "DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate",
+           "ModelProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
 
 Guess = tuple[np.ndarray, list[np.ndarray]]
+
+
+class UnsupportedSetup(RuntimeError):
+    """The GPAW set-up is one a provider or the hook cannot guide correctly."""
 
 #: Coefficients on (x_{t-1}, x_{t-2}, ...) by extrapolation order.
 COEFFICIENTS = {0: (1.0,), 1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
@@ -175,12 +179,15 @@ class ModelProvider:
     def predict(self, atoms: Atoms) -> Guess | None:
         if len(self.nt) < 2:
             return None
+        if self.nt[0].shape[0] != 1:
+            raise UnsupportedSetup("the density model is spin-paired and cannot guess a spin-polarised run; "
+                                   "use an extrapolation provider or a spin-paired calculation")
         gen = self._torch.Generator(device=self.surrogate.device).manual_seed(self.seed)
         z = self.surrogate.encode(self.nt[1], self.nt[0])
         count = float(self.nt[0].sum() * self.surrogate.dV)
         nt = self.surrogate.decode(self.surrogate.predict_next(z, "ddim", self.n_steps, gen), count)
         D = self.D.predict(atoms)[1]
-        return nt[:1] if self.nt[0].shape[0] == 1 else None, D
+        return nt[:1], D  # (1, N1, N2, N3): the one spin channel
 
     def reset(self) -> None:
         self.nt.clear()

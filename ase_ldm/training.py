@@ -76,7 +76,8 @@ class TrainingData:
         self.test_t = np.arange(self.n_train + 1, n - 1)
         self.transform = fit_transform((self.n_R[i].numpy() for i in range(self.n_train)), self.dt_fs)
 
-    def states(self, t: np.ndarray, transform: LogNormalTransform, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def states(self, t: np.ndarray, transform: LogNormalTransform,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """States at frames t and t+1: two (B, 2, N1, N2, N3) tensors."""
         t = torch.as_tensor(t)
         n = self.n_R.to(device) if self.n_R.device != device else self.n_R
@@ -161,7 +162,8 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
         saved_cfg.write_text(json.dumps(asdict(cfg), indent=1))
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     meta_base = {
         "model_config": asdict(cfg.model), "transform": transform.to_dict(), "grid": list(data.grid),
         "cell": data.cell.tolist(), "numbers": data.numbers.tolist(), "timestep_fs": data.dt_fs, "dV": data.dV,
@@ -211,8 +213,8 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
             record.update(test_metrics(model, data, transform, device))
         if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             gens = gen.get_state()
-            save_checkpoint(run, model, {**meta_base, "history": history}, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                                    "generator": gens}, epoch=epoch + 1)
+            train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gens}
+            save_checkpoint(run, model, {**meta_base, "history": history}, train_state, epoch=epoch + 1)
             tmp = run / "history.json.part"
             tmp.write_text(json.dumps(history, indent=1))
             os.replace(tmp, run / "history.json")

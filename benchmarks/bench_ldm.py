@@ -57,7 +57,8 @@ def compare_sjsd(args, out: Path) -> dict:
                       "sk_rel_error_bands": m["sk_rel_error_bands"], "steps": steps}
         curves_h[label] = np.array(m["histogram_pred"])
         curves_s[label] = np.array(m["sk_pred"])
-        ref_h, ref_s, centers, k = np.array(m["histogram_ref"]), np.array(m["sk_ref"]), m["histogram_log10_centers"], m["sk_k"]
+        ref_h, ref_s = np.array(m["histogram_ref"]), np.array(m["sk_ref"])
+        centers, k = m["histogram_log10_centers"], m["sk_k"]
     plot_histograms(out / "fig4_histograms.png", np.array(centers), {**curves_h, "AIMD test segment": ref_h},
                     title="log-density histograms, rollout vs held-out AIMD")
     plot_structure_factor(out / "fig4_structure_factor.png", np.array(k), {**curves_s, "AIMD test segment": ref_s},
@@ -111,7 +112,8 @@ def cost(args) -> dict:
             per_call = (time.perf_counter() - t0) / reps
             res[f"{sampler}{n_steps}_batch{b}_ms_per_frame"] = round(1000 * per_call / b, 2)
     res["gpaw_seconds_per_md_step"] = gpaw_md_step_seconds(args)
-    res["speedup_ddim20_single_vs_gpaw"] = round(res["gpaw_seconds_per_md_step"] * 1000 / res["ddim20_batch1_ms_per_frame"], 1)
+    gpaw_ms = res["gpaw_seconds_per_md_step"] * 1000
+    res["speedup_ddim20_single_vs_gpaw"] = round(gpaw_ms / res["ddim20_batch1_ms_per_frame"], 1)
     res["torch_threads"] = torch.get_num_threads()
     return res
 

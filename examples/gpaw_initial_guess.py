@@ -56,7 +56,12 @@ def main() -> None:
         a.calc = GuidedGPAW(provider, **kw)
         dyn = VelocityVerlet(a, 2.0 * units.fs)
         its: list[int] = []
-        dyn.attach(lambda: dyn.nsteps and its.append(a.calc.get_number_of_iterations()), interval=1)
+
+        def count(dyn=dyn, its=its, a=a) -> None:
+            if dyn.nsteps:
+                its.append(a.calc.get_number_of_iterations())
+
+        dyn.attach(count, interval=1)
         dyn.run(args.steps)
         iterations[provider] = its
         print(f"MD with {provider:<24} iterations per step {its}  mean {np.mean(its):.2f}")

@@ -17,8 +17,9 @@ pytest.importorskip("gpaw")
 
 
 def gpaw_calc():
-    from ase_ldm.aimd import make_gpaw
     from conftest import tiny_settings
+
+    from ase_ldm.aimd import make_gpaw
 
     return make_gpaw(tiny_settings())
 

@@ -93,3 +93,21 @@ def test_killed_recording_keeps_frames_and_append_continues(tmp_path):
         assert len(ds) == n + 2
         np.testing.assert_allclose(ds.time_fs, np.arange(n + 2))
         assert ds.nt(n + 1).min() > 0
+
+
+def test_record_from_a_structure_file(tmp_path):
+    from ase.io import write
+    from conftest import li2
+
+    write(tmp_path / "start.traj", li2())
+    out = tmp_path / "from_file.h5"
+    assert main(["record", str(tmp_path / "start.traj"), "--steps", "1", "--ecut", "200", "--timestep", "1",
+                 "--ensemble", "nve", "--no-progress", "-o", str(out)]) == 0
+    with open_dataset(out) as ds:
+        assert len(ds) == 2 and ds.attrs["ensemble"] == "NVE"
+    # a non-periodic structure is refused before any GPAW work
+    from ase import Atoms
+
+    write(tmp_path / "molecule.xyz", Atoms("Li2", positions=[[0, 0, 0], [0, 0, 2.7]]))
+    assert main(["record", str(tmp_path / "molecule.xyz"), "--steps", "1", "-o", str(tmp_path / "m.h5")]) == 2
+    assert not (tmp_path / "m.h5").exists()

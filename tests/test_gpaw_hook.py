@@ -115,3 +115,24 @@ def test_scf_bench_cli(recorded, tmp_path, capsys):
     for p in r.values():
         assert len(p["iterations"]) == 2 and p["seconds_per_step"] > 0
         assert p["max_energy_diff_eV"] < 1e-4 and p["max_force_diff_eV_A"] < 2e-3
+
+
+def test_model_provider_guides_md_without_changing_the_answer(trained, recorded_long):
+    """A trained model as the provider (the tiny model was trained on this Li2 system's grid)."""
+    from ase_ldm.data import open_dataset
+
+    with open_dataset(recorded_long) as ds:
+        atoms = ds.atoms(9)
+    runs = {}
+    for provider in ("gpaw", str(trained[0])):
+        a = atoms.copy()
+        a.set_velocities(atoms.get_velocities())
+        a.calc = GuidedGPAW(provider, **GPAW_KW)
+        energies = []
+        dyn = VelocityVerlet(a, 2 * units.fs)
+        dyn.attach(lambda a=a, energies=energies: energies.append(a.get_potential_energy()))
+        dyn.run(3)
+        runs[provider] = (energies, a.calc)
+    np.testing.assert_allclose(runs[str(trained[0])][0], runs["gpaw"][0], atol=1e-4)
+    assert runs[str(trained[0])][1].provider.name.startswith("model")
+    assert len(runs[str(trained[0])][1].guess_seconds) == 3

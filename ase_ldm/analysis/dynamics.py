@@ -118,7 +118,7 @@ class TrajectoryStatistics:
             "std_e_per_A3": self.std,
             "mean_drift": linear_drift(t, self.mean),
             "std_drift": linear_drift(t, self.std),
-            "frame_change_rel_l1": ch.tolist(),
+            "frame_change_rel_l1": list(self.change_l1),
             "frame_change_rel_l1_stats": {"mean": float(ch.mean()), "std": float(ch.std()),
                                           "min": float(ch.min()), "max": float(ch.max())},
             "autocorrelation_lag_fs": (lags * dt).tolist(),

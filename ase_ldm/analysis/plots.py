@@ -125,7 +125,8 @@ def write_plots(out, metrics: dict, pred, ref, slice_frames: Sequence[int], pair
     names = []
     centers = np.array(metrics["histogram_log10_centers"])
     plot_histograms(out / "histogram.png", centers,
-                    {"prediction": np.array(metrics["histogram_pred"]), "reference": np.array(metrics["histogram_ref"])},
+                    {"prediction": np.array(metrics["histogram_pred"]),
+                     "reference": np.array(metrics["histogram_ref"])},
                     title=f"JSD = {metrics['jsd_histogram']:.3g} bits")
     plot_structure_factor(out / "structure_factor.png", np.array(metrics["sk_k"]),
                           {"prediction": np.array(metrics["sk_pred"]), "reference": np.array(metrics["sk_ref"])},
@@ -136,8 +137,8 @@ def write_plots(out, metrics: dict, pred, ref, slice_frames: Sequence[int], pair
                {"prediction": (np.array(dp["time_fs"]), np.array(dp["electron_count"])),
                 "reference": (np.array(dr["time_fs"]), np.array(dr["electron_count"]))}),
               ("frame-to-frame rel. L1",
-               {"prediction": (np.array(dp["time_fs"][1:]), np.array(dp["frame_change_rel_l1"][: len(dp["time_fs"]) - 1])),
-                "reference": (np.array(dr["time_fs"][1:]), np.array(dr["frame_change_rel_l1"][: len(dr["time_fs"]) - 1]))})]
+               {"prediction": (np.array(dp["time_fs"][1:]), np.array(dp["frame_change_rel_l1"])),
+                "reference": (np.array(dr["time_fs"][1:]), np.array(dr["frame_change_rel_l1"]))})]
     if metrics["computed"]["pointwise"]:
         panels.insert(0, ("error vs reference", {
             "rel. L1": (np.array(metrics["pointwise_time_fs"]), np.array(metrics["rel_l1_per_frame"])),

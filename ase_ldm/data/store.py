@@ -22,7 +22,6 @@ from .schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     OPTIONAL_PER_FRAME,
-    PER_FRAME,
     UNITS,
     DatasetError,
     Frame,

@@ -5,7 +5,10 @@ r"""Samplers of the next latent: pure functions of (denoiser, schedule, conditio
 * :func:`ddim_sample` -- deterministic DDIM (Song et al. 2021, eta = 0) on a subsequence of
   ``n_steps`` steps: one network call per step, e.g. 20 instead of 1000.
 
-Both take a ``torch.Generator`` so that rollouts are reproducible from a seed.
+Both take a ``torch.Generator`` so that rollouts are reproducible from a seed, and both clip
+the estimate of the clean latent :math:`\hat z_0` to a norm of ``clip * sqrt(d)`` (latents are
+standardised so that :math:`E\|z\|^2 = d`), as DDPM clips images to [-1, 1]: without it, an
+imperfect denoiser can let a long autoregressive rollout run away. ``clip=None`` disables it.
 """
 
 from __future__ import annotations
@@ -15,19 +18,35 @@ from torch import nn
 
 from .models.diffusion import LinearSchedule
 
-__all__ = ["ddpm_sample", "ddim_sample", "SAMPLERS"]
+__all__ = ["ddpm_sample", "ddim_sample", "clip_norm", "SAMPLERS"]
+
+
+def clip_norm(z: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """Scale rows of z (B, d) whose norm exceeds ``clip * sqrt(d)`` back onto that sphere."""
+    if clip is None:
+        return z
+    limit = clip * z.shape[-1] ** 0.5
+    norm = z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return z * torch.clamp(limit / norm, max=1.0)
 
 
 @torch.no_grad()
 def ddpm_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Ancestral DDPM sample of z (B, d) given the condition ``cond`` (B, d)."""
+                generator: torch.Generator | None = None, clip: float | None = 2.0) -> torch.Tensor:
+    r"""Ancestral DDPM sample of z (B, d) given the condition ``cond`` (B, d).
+
+    The posterior mean is formed from the (clipped) clean estimate, Ho et al. eq. 7:
+    :math:`\tilde\mu = \frac{\sqrt{\bar\alpha_{k-1}}\beta_k}{1-\bar\alpha_k} \hat z_0
+    + \frac{\sqrt{\alpha_k}(1-\bar\alpha_{k-1})}{1-\bar\alpha_k} z_k`.
+    """
     z = torch.randn(cond.shape, device=cond.device, generator=generator)
     for k in range(schedule.steps - 1, -1, -1):
         kk = torch.full((cond.shape[0],), k, device=cond.device, dtype=torch.long)
         eps = denoiser(z, kk, cond)
         beta, ab = schedule.beta[k], schedule.alpha_bar[k]
-        mean = (z - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
+        ab_prev = schedule.alpha_bar[k - 1] if k > 0 else torch.ones_like(ab)
+        z0 = clip_norm((z - (1 - ab).sqrt() * eps) / ab.sqrt(), clip)
+        mean = (ab_prev.sqrt() * beta * z0 + (1 - beta).sqrt() * (1 - ab_prev) * z) / (1 - ab)
         if k > 0:
             z = mean + beta.sqrt() * torch.randn(z.shape, device=z.device, generator=generator)
         else:
@@ -37,7 +56,8 @@ def ddpm_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
 
 @torch.no_grad()
 def ddim_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tensor,
-                generator: torch.Generator | None = None, n_steps: int = 20) -> torch.Tensor:
+                generator: torch.Generator | None = None, n_steps: int = 20, clip: float | None = 2.0
+                ) -> torch.Tensor:
     r"""Deterministic DDIM sample (eta = 0) on ``n_steps`` evenly spaced steps.
 
     .. math::
@@ -54,7 +74,8 @@ def ddim_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
         kk = torch.full((cond.shape[0],), k, device=cond.device, dtype=torch.long)
         eps = denoiser(z, kk, cond)
         ab = schedule.alpha_bar[k]
-        z0 = (z - (1 - ab).sqrt() * eps) / ab.sqrt()
+        z0 = clip_norm((z - (1 - ab).sqrt() * eps) / ab.sqrt(), clip)
+        eps = (z - ab.sqrt() * z0) / (1 - ab).sqrt()  # consistent with the clipped estimate
         if i + 1 < len(ks):
             ab_next = schedule.alpha_bar[ks[i + 1]]
             z = ab_next.sqrt() * z0 + (1 - ab_next).sqrt() * eps

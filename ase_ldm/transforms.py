@@ -40,12 +40,18 @@ class LogNormalTransform:
         Time between frames, fs.
     dot_scale : float
         Standard deviation of :math:`(x_t - x_{t-1}) / \\Delta t` over the training frames, 1/fs.
+    x_min, x_max : float
+        Range to which generated x is clamped before the exponential (the training range
+        widened by one unit when fitted; +-8 otherwise), so a poor prediction cannot underflow
+        to zero or overflow to infinity.
     """
 
     mu: float
     sigma: float
     dt_fs: float
     dot_scale: float
+    x_min: float = -8.0
+    x_max: float = 8.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -55,8 +61,8 @@ class LogNormalTransform:
         return (torch.log(n) - self.mu) / self.sigma
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised log field ``x`` to a (positive) density in e/Angstrom^3."""
-        return torch.exp(x * self.sigma + self.mu)
+        """Standardised log field ``x`` (clamped to [x_min, x_max]) to a positive density in e/Angstrom^3."""
+        return torch.exp(x.clamp(self.x_min, self.x_max) * self.sigma + self.mu)
 
     def state(self, n_prev: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """The two-channel state ``(x_t, xdot_t)`` from two consecutive densities.
@@ -90,6 +96,7 @@ def fit_transform(frames: Iterable[np.ndarray], dt_fs: float) -> LogNormalTransf
     """
     s1 = s2 = d2 = 0.0
     count = nd = 0
+    lo, hi = np.inf, -np.inf
     prev = None
     for n in frames:
         n = np.asarray(n, np.float64)
@@ -97,6 +104,7 @@ def fit_transform(frames: Iterable[np.ndarray], dt_fs: float) -> LogNormalTransf
             raise ValueError("training densities must be finite and strictly positive (use nt, not the "
                              "compensated density)")
         log_n = np.log(n)
+        lo, hi = min(lo, log_n.min()), max(hi, log_n.max())
         s1 += log_n.sum()
         s2 += (log_n**2).sum()
         count += log_n.size
@@ -110,7 +118,8 @@ def fit_transform(frames: Iterable[np.ndarray], dt_fs: float) -> LogNormalTransf
     sigma = float(np.sqrt(max(s2 / count - mu**2, 1e-30)))
     # d(log n)/dt standardised by sigma: (x_t - x_{t-1}) / dt has variance d2/nd / (sigma dt)^2
     dot_scale = float(np.sqrt(d2 / nd)) / (sigma * dt_fs)
-    return LogNormalTransform(mu=float(mu), sigma=sigma, dt_fs=float(dt_fs), dot_scale=dot_scale)
+    return LogNormalTransform(mu=float(mu), sigma=sigma, dt_fs=float(dt_fs), dot_scale=dot_scale,
+                              x_min=float((lo - mu) / sigma) - 1.0, x_max=float((hi - mu) / sigma) + 1.0)
 
 
 def renormalize(n: torch.Tensor, count: torch.Tensor | float, dV: float) -> torch.Tensor:

@@ -125,3 +125,25 @@ def test_schedule_is_linear_ddpm():
     assert float(s.beta[0]) == pytest.approx(1e-4) and float(s.beta[-1]) == pytest.approx(0.02)
     np.testing.assert_allclose(np.diff(s.beta.numpy()), (0.02 - 1e-4) / 999, rtol=1e-4)
     assert float(s.alpha_bar[-1]) < 1e-4  # fully noised at the end
+
+
+def test_ddpm_posterior_mean_equals_the_epsilon_form_without_clipping():
+    """Ho et al.: (z - beta/sqrt(1-ab) eps)/sqrt(1-beta) == the posterior mean from z0 = (z - sqrt(1-ab) eps)/sqrt(ab)."""
+    s = LinearSchedule(100, 1e-4, 0.02)
+    z, eps = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    for k in (1, 50, 99):
+        beta, ab, ab_prev = s.beta[k].double(), s.alpha_bar[k].double(), s.alpha_bar[k - 1].double()
+        eps_form = (z - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
+        z0 = (z - (1 - ab).sqrt() * eps) / ab.sqrt()
+        posterior = (ab_prev.sqrt() * beta * z0 + (1 - beta).sqrt() * (1 - ab_prev) * z) / (1 - ab)
+        torch.testing.assert_close(posterior, eps_form, rtol=1e-4, atol=1e-5)
+
+
+def test_clip_norm():
+    from ase_ldm.sampling import clip_norm
+
+    z = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    out = clip_norm(z, clip=1.0)  # limit 1 * sqrt(2)
+    assert float(out[0].norm()) == pytest.approx(2**0.5)
+    torch.testing.assert_close(out[1], z[1])
+    torch.testing.assert_close(clip_norm(z, None), z)

@@ -119,13 +119,13 @@ class DensityLDM(nn.Module):
     # -- generation ----------------------------------------------------------------------
     @torch.no_grad()
     def sample_next(self, z_t: torch.Tensor, sampler: str = "ddim", generator: torch.Generator | None = None,
-                    n_steps: int = 20) -> torch.Tensor:
-        """Sample the next latent z_{t+1} (B, d) given z_t (B, d)."""
+                    n_steps: int = 20, clip: float | None = 2.0) -> torch.Tensor:
+        """Sample the next latent z_{t+1} (B, d) given z_t (B, d); see :mod:`ase_ldm.sampling` for ``clip``."""
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         cond = self.standardize(z_t)
         if sampler == "ddim":
-            u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps)
+            u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps, clip=clip)
         else:
-            u = SAMPLERS["ddpm"](self.denoiser, self.schedule, cond, generator)
+            u = SAMPLERS["ddpm"](self.denoiser, self.schedule, cond, generator, clip=clip)
         return self.unstandardize(u)

@@ -128,7 +128,8 @@ def test_schedule_is_linear_ddpm():
 
 
 def test_ddpm_posterior_mean_equals_the_epsilon_form_without_clipping():
-    """Ho et al.: (z - beta/sqrt(1-ab) eps)/sqrt(1-beta) == the posterior mean from z0 = (z - sqrt(1-ab) eps)/sqrt(ab)."""
+    """Ho et al.: (z - beta/sqrt(1-ab) eps)/sqrt(1-beta) equals the posterior mean from
+    z0 = (z - sqrt(1-ab) eps)/sqrt(ab)."""
     s = LinearSchedule(100, 1e-4, 0.02)
     z, eps = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
     for k in (1, 50, 99):

@@ -9,6 +9,8 @@ Both take a ``torch.Generator`` so that rollouts are reproducible from a seed, a
 the estimate of the clean latent :math:`\hat z_0` to a norm of ``clip * sqrt(d)`` (latents are
 standardised so that :math:`E\|z\|^2 = d`), as DDPM clips images to [-1, 1]: without it, an
 imperfect denoiser can let a long autoregressive rollout run away. ``clip=None`` disables it.
+``temperature`` scales the sampled noise (the start and, for DDPM, every step): 1 is the learned
+distribution, smaller values concentrate samples around its mode.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ def clip_norm(z: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 @torch.no_grad()
 def ddpm_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tensor,
-                generator: torch.Generator | None = None, clip: float | None = 2.0) -> torch.Tensor:
+                generator: torch.Generator | None = None, clip: float | None = 2.0,
+                temperature: float = 1.0) -> torch.Tensor:
     r"""Ancestral DDPM sample of z (B, d) given the condition ``cond`` (B, d).
 
     The posterior mean is formed from the (clipped) clean estimate, Ho et al. eq. 7:
     :math:`\tilde\mu = \frac{\sqrt{\bar\alpha_{k-1}}\beta_k}{1-\bar\alpha_k} \hat z_0
     + \frac{\sqrt{\alpha_k}(1-\bar\alpha_{k-1})}{1-\bar\alpha_k} z_k`.
     """
-    z = torch.randn(cond.shape, device=cond.device, generator=generator)
+    z = temperature * torch.randn(cond.shape, device=cond.device, generator=generator)
     for k in range(schedule.steps - 1, -1, -1):
         kk = torch.full((cond.shape[0],), k, device=cond.device, dtype=torch.long)
         eps = denoiser(z, kk, cond)
@@ -48,7 +51,7 @@ def ddpm_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
         z0 = clip_norm((z - (1 - ab).sqrt() * eps) / ab.sqrt(), clip)
         mean = (ab_prev.sqrt() * beta * z0 + (1 - beta).sqrt() * (1 - ab_prev) * z) / (1 - ab)
         if k > 0:
-            z = mean + beta.sqrt() * torch.randn(z.shape, device=z.device, generator=generator)
+            z = mean + temperature * beta.sqrt() * torch.randn(z.shape, device=z.device, generator=generator)
         else:
             z = mean
     return z
@@ -56,8 +59,8 @@ def ddpm_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
 
 @torch.no_grad()
 def ddim_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tensor,
-                generator: torch.Generator | None = None, n_steps: int = 20, clip: float | None = 2.0
-                ) -> torch.Tensor:
+                generator: torch.Generator | None = None, n_steps: int = 20, clip: float | None = 2.0,
+                temperature: float = 1.0) -> torch.Tensor:
     r"""Deterministic DDIM sample (eta = 0) on ``n_steps`` evenly spaced steps.
 
     .. math::
@@ -69,7 +72,7 @@ def ddim_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
     if not 1 <= n_steps <= schedule.steps:
         raise ValueError(f"n_steps must be in 1..{schedule.steps}, got {n_steps}")
     ks = torch.linspace(schedule.steps - 1, 0, n_steps).round().long().tolist()
-    z = torch.randn(cond.shape, device=cond.device, generator=generator)
+    z = temperature * torch.randn(cond.shape, device=cond.device, generator=generator)
     for i, k in enumerate(ks):
         kk = torch.full((cond.shape[0],), k, device=cond.device, dtype=torch.long)
         eps = denoiser(z, kk, cond)

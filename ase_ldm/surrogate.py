@@ -112,12 +112,19 @@ class DensitySurrogate:
 
     @torch.no_grad()
     def predict_next(self, z: torch.Tensor, sampler: str = "ddim", n_steps: int = 20,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample the next latent (B, d) from the current (B, d)."""
-        return self.model.sample_next(z, sampler, generator, n_steps)
+                     generator: torch.Generator | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Sample the next latent (B, d) from the current (B, d).
+
+        ``temperature`` defaults to the model's calibrated value (``sampling_temperature`` in
+        model.json, 1 when absent).
+        """
+        if temperature is None:
+            temperature = float(self.meta.get("sampling_temperature", 1.0))
+        return self.model.sample_next(z, sampler, generator, n_steps, temperature=temperature)
 
     def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
-                n_steps: int = 20, seed: int = 0, count: float | None = None) -> Iterator[np.ndarray]:
+                n_steps: int = 20, seed: int = 0, count: float | None = None,
+                temperature: float | None = None) -> Iterator[np.ndarray]:
         """Autoregressive rollout in latent space, yielding (samples, N1, N2, N3) densities per step.
 
         The latent chain z_{t+1} ~ p(z | z_t) runs from the state of (n_prev, n); each latent
@@ -130,7 +137,7 @@ class DensitySurrogate:
         gen.manual_seed(seed)
         z = self.encode(n_prev, n).repeat(samples, 1)
         for _ in range(steps):
-            z = self.predict_next(z, sampler, n_steps, gen)
+            z = self.predict_next(z, sampler, n_steps, gen, temperature)
             yield self.decode(z, count)
 
 

@@ -175,3 +175,19 @@ def test_distributed_training_with_torchrun(recorded_long, tmp_path):
     assert proc.stdout.count("epoch 2") == 1  # only rank 0 reports
     sur = load_model(tmp_path / "ddp", device="cpu")
     assert sur.meta["epoch"] == 2
+
+
+def test_temperature_calibration_uses_training_frames(trained, recorded_long, tmp_path):
+    import shutil
+
+    from ase_ldm.calibration import calibrate_temperature
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    out = calibrate_temperature(run, recorded_long, steps=4, temperatures=(1.0, 0.1), write=True)
+    assert out["sampling_temperature"] in (1.0, 0.1) and out["training_frame_change"] > 0
+    assert set(out["rollout_frame_change"]) == {"1.0", "0.1"}
+    sur = load_model(run, device="cpu")  # model.json still loads, checksum of the weights unchanged
+    assert sur.meta["sampling_temperature"] == out["sampling_temperature"]
+    with pytest.raises(ValueError, match="outside the training frames"):
+        calibrate_temperature(run, recorded_long, start=12)

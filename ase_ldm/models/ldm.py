@@ -119,13 +119,14 @@ class DensityLDM(nn.Module):
     # -- generation ----------------------------------------------------------------------
     @torch.no_grad()
     def sample_next(self, z_t: torch.Tensor, sampler: str = "ddim", generator: torch.Generator | None = None,
-                    n_steps: int = 20, clip: float | None = 2.0) -> torch.Tensor:
+                    n_steps: int = 20, clip: float | None = 2.0, temperature: float = 1.0) -> torch.Tensor:
         """Sample the next latent z_{t+1} (B, d) given z_t (B, d); see :mod:`ase_ldm.sampling` for ``clip``."""
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         cond = self.standardize(z_t)
         if sampler == "ddim":
-            u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps, clip=clip)
+            u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps, clip=clip,
+                                 temperature=temperature)
         else:
-            u = SAMPLERS["ddpm"](self.denoiser, self.schedule, cond, generator, clip=clip)
+            u = SAMPLERS["ddpm"](self.denoiser, self.schedule, cond, generator, clip=clip, temperature=temperature)
         return self.unstandardize(u)

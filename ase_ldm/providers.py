@@ -134,9 +134,18 @@ class SADExtrapolate:
     name = "sad-extrapolate"
 
     def __init__(self, superposition: Any, order: int = 2) -> None:
-        self.superposition = superposition
+        self._superposition = superposition
+        self._last: tuple[bytes, np.ndarray] | None = None
         self.order = order
         self.history: deque[Guess] = deque(maxlen=order + 1)  # (nt - sad, D), newest first
+
+    def superposition(self, atoms: Atoms) -> tuple[np.ndarray, Any]:
+        """The superposition at ``atoms``; the last one is cached, since the positions a guess is
+        made for are those whose converged density is observed next."""
+        key = atoms.positions.tobytes() + atoms.cell[:].tobytes()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._superposition(atoms)[0])
+        return self._last[1], None
 
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         sad, _ = self.superposition(atoms)

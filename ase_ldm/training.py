@@ -79,12 +79,15 @@ class TrainingData:
     def states(self, t: np.ndarray, transform: LogNormalTransform,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """States at frames t and t+1: two (B, 2, N1, N2, N3) tensors."""
-        t = torch.as_tensor(t)
-        n = self.n_R.to(device) if self.n_R.device != device else self.n_R
-        idx = t.to(n.device)
-        s_t = transform.state(n[idx - 1], n[idx])
-        s_next = transform.state(n[idx], n[idx + 1])
-        return s_t.to(device), s_next.to(device)
+        n = self._on_device(device)
+        idx = torch.as_tensor(t, device=device)
+        return transform.state(n[idx - 1], n[idx]), transform.state(n[idx], n[idx + 1])
+
+    def _on_device(self, device: torch.device) -> torch.Tensor:
+        """The densities on ``device``, copied there once (not once per batch)."""
+        if self.n_R.device != device:
+            self.n_R = self.n_R.to(device)
+        return self.n_R
 
 
 def _dist_info() -> tuple[int, int]:

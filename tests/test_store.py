@@ -45,6 +45,8 @@ def test_windows_split_and_torch(recorded):
             ds.window(1, 3)
         train, test = ds.split(0.25)
         assert list(train) == [0, 1, 2] and list(test) == [3]
+        for sl in (slice(3, 0, -2), slice(None, None, -1)):  # h5py reads forward only
+            np.testing.assert_array_equal(ds.nt_torch(sl).numpy(), ds.nt_range(0)[sl])
         t = ds.nt_torch(slice(1, 3))
         assert isinstance(t, torch.Tensor) and t.shape == (2, 1, 12, 12, 12) and t.dtype == torch.float32
         with pytest.raises(IndexError, match="out of range"):

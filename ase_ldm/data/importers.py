@@ -252,7 +252,8 @@ def frames_from_gpw(files: Iterable[str | os.PathLike], timestep_fs: float, t0_f
                     raise DatasetError(f"{where}: grid {frame.grid} differs from frame 0's {ref.grid}")
                 if len(frame.numbers) != len(ref.numbers) or np.any(frame.numbers != ref.numbers):
                     raise DatasetError(f"{where}: atoms differ from frame 0's (count, species or order)")
-            ref = ref or frame
+            if ref is None:
+                ref = frame
             yield frame
 
     return frames(), attrs

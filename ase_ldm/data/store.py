@@ -495,7 +495,12 @@ class DensityDataset:
 
         if isinstance(index, slice):
             start, stop, step = index.indices(self._n)
-            array = self._f["nt"][start:stop:step] if step > 0 else self._f["nt"][()][index]
+            if step > 0:
+                array = self._f["nt"][start:stop:step]
+            else:  # h5py reads forward only: read the covered range once and reverse it
+                lo = stop + 1
+                array = self._f["nt"][lo : start + 1][::-1][::-step] if lo <= start else self._f["nt"][0:0]
+                array = np.ascontiguousarray(array)
         else:
             array = self.nt(index)
         return torch.as_tensor(array, device=device, dtype=dtype or torch.float32)

@@ -99,6 +99,9 @@ class AIMDSettings:
     seed : int
         Seeds the initial velocities and the Langevin noise.
     kpts, xc, smearing_eV : GPAW settings (Gamma point, PBE, Fermi-Dirac 0.1 eV by default).
+    gpts : tuple of 3 int, optional
+        Real-space grid; by default GPAW's choice for ``ecut``. Set it to keep the grid spacing of
+        a model's training data on another cell (Li16 reference: 7.27 A / 30 points).
     """
 
     steps: int = 10
@@ -115,6 +118,7 @@ class AIMDSettings:
     kpts: tuple[int, int, int] = (1, 1, 1)
     xc: str = "PBE"
     smearing_eV: float = 0.1
+    gpts: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.ensemble not in ("nvt", "nve"):
@@ -130,9 +134,10 @@ def make_gpaw(settings: AIMDSettings, txt: str | None = None) -> Any:
     """A serial plane-wave GPAW calculator as used for the reference data (symmetry off)."""
     from gpaw import GPAW, PW
 
+    extra = {} if settings.gpts is None else {"gpts": tuple(settings.gpts)}
     return GPAW(mode=PW(settings.ecut), xc=settings.xc, kpts=settings.kpts,
                 occupations={"name": "fermi-dirac", "width": settings.smearing_eV},
-                symmetry="off", txt=txt)
+                symmetry="off", txt=txt, **extra)
 
 
 def _dynamics(atoms: Atoms, settings: AIMDSettings, temperature_K: float, seed: int) -> Any:

@@ -143,13 +143,26 @@ def _make_guided_class():
             self.guess_seconds.append(time.perf_counter() - t0)
 
         def create_new_calculation(self, atoms: Atoms) -> None:
-            super().create_new_calculation(atoms)
             self.provider.reset()  # a fresh start (new cell or species) breaks the history
+            if getattr(self.provider, "cold_start", False):
+                t0 = time.perf_counter()
+                guess = self.provider.predict(atoms, grid=_grid_of(self, atoms))
+                if guess is not None:
+                    start_from_density(self, atoms, *guess)
+                    self.guess_seconds.append(time.perf_counter() - t0)
+                    return
+            super().create_new_calculation(atoms)
 
     return _Guided
 
 
 _GUIDED = None
+
+
+def _grid_of(calc: Any, atoms: Atoms) -> tuple[int, int, int]:
+    """The coarse real-space grid GPAW will use for ``atoms`` with ``calc``'s parameters."""
+    builder = calc.params.dft_component_builder(atoms, log=calc.log, comm=calc.log.comm)
+    return tuple(int(n) for n in builder.grid.size)
 
 
 def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:

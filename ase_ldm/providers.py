@@ -12,8 +12,13 @@ new atomic positions before the next SCF. Returning ``None`` keeps GPAW's own gu
 ``sad-extrapolate``      superposition of atomic densities at the new positions plus the
                          quadratically extrapolated residual :math:`n - n_\text{sad}`
                          (follows the atoms); D extrapolated quadratically
-a model name or run dir  the trained latent diffusion model (:class:`ModelProvider`)
+a model name or run dir  a trained model: the atom-synchronised model
+                         (:class:`SyncProvider`, e.g. ``li16-800K-sync``) or the paper's latent
+                         diffusion model (:class:`ModelProvider`)
 =======================  =================================================================
+
+A provider with ``cold_start = True`` also guesses the first SCF of a calculation (no history),
+which the GPAW hook then starts from (:func:`ase_ldm.gpaw_hook.start_from_density`).
 
 Densities are numpy arrays in electrons/Angstrom^3, shape (S, N1, N2, N3); ``D_asii`` are lists
 of (S, ni, ni) arrays. Until enough history exists, extrapolations fall back to lower orders.
@@ -28,7 +33,7 @@ import numpy as np
 from ase import Atoms
 
 __all__ = ["UnsupportedSetup", "DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate",
-           "ModelProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
+           "ModelProvider", "SyncProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
 
 Guess = tuple[np.ndarray, list[np.ndarray]]
 
@@ -203,6 +208,38 @@ class ModelProvider:
         self.D.reset()
 
 
+class SyncProvider:
+    """The atom-synchronised model (:class:`~ase_ldm.sync_predictor.SyncPredictor`) as a provider.
+
+    It predicts nt and the PAW matrices at the new positions from the last three converged
+    steps (fewer at the start of a run) and, with ``cold_start``, from the atoms alone for the
+    first SCF. Spin-paired calculations only.
+    """
+
+    def __init__(self, predictor: Any, cold_start: bool = True) -> None:
+        self.predictor = predictor
+        self.name = f"sync:{predictor.meta.get('name', 'run')}"
+        self.cold_start = cold_start
+
+    def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+        if np.shape(nt_sR)[0] != 1:
+            raise UnsupportedSetup("the synchronised model is spin-paired; use an extrapolation provider for a "
+                                   "spin-polarised run")
+        self._grid = tuple(np.shape(nt_sR)[1:])
+        D = np.stack([np.asarray(D)[0] for D in D_asii])
+        self.predictor.observe(atoms.positions, np.asarray(nt_sR)[0], D, atoms.numbers, atoms.cell[:])
+
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
+        grid = grid or getattr(self, "_grid", None)
+        if grid is None:
+            return None
+        nt, D = self.predictor.predict(atoms.positions, atoms.numbers, atoms.cell[:], grid)
+        return nt[None], [D_a[None] for D_a in D]
+
+    def reset(self) -> None:
+        self.predictor.reset()
+
+
 def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityProvider:
     """A provider by its command-line name; ``sad-extrapolate`` needs the GPAW calculator."""
     if name == "gpaw":
@@ -220,7 +257,10 @@ def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityPr
 
         return SADExtrapolate(lambda atoms: superposition_density(calc, atoms))
     from .surrogate import load_model
+    from .sync_predictor import SyncPredictor, is_sync_model
 
+    if is_sync_model(name):
+        return SyncProvider(SyncPredictor.load(name, device=device))
     try:
         return ModelProvider(load_model(name, device=device))
     except ValueError as err:

@@ -72,6 +72,9 @@ class DensitySurrogate:
         """Load a run directory or a pretrained model by name; no pickled code is executed."""
         run = _model_dir(name_or_path)
         meta = read_meta(run)
+        if meta.get("kind") == "sync":
+            raise CheckpointError(f"{run} is an atom-synchronised model; load it with "
+                                  "ase_ldm.sync_predictor.SyncPredictor.load (or use it as a provider)")
         for key in ("grid", "cell", "numbers", "timestep_fs", "transform", "dV"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")

@@ -112,3 +112,23 @@ def trained(recorded_long, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "tiny"
     out = train(recorded_long, run, tiny_train_config(epochs=4), progress=False)
     return run, out["history"]
+
+
+def tiny_sync_config(**kw):
+    """A synchronised model small enough to train in seconds on CPU."""
+    from ase_ldm.config import SyncConfig, SyncTrainConfig
+
+    base = dict(epochs=6, batch_size=4, lr=2e-3, val_frames=3, seed=1, device="cpu", checkpoint_every=1,
+                model=SyncConfig(channels=6, dilations=(1, 2), d_hidden=16))
+    base.update(kw)
+    return SyncTrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_sync(recorded_long, tmp_path_factory):
+    """A tiny synchronised model trained on the first 11 frames of :func:`recorded_long`."""
+    from ase_ldm.sync_training import train_sync
+
+    run = tmp_path_factory.mktemp("sync") / "tiny-sync"
+    out = train_sync(recorded_long, run, tiny_sync_config(), n_train=11, progress=False)
+    return run, out["history"]

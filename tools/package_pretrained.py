@@ -32,11 +32,17 @@ def main() -> None:
     meta["files"] = {k: v for k, v in meta["files"].items() if k.startswith("weights")}
     meta["name"] = args.name
     meta["note"] = args.note
-    meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
+    if "path" in meta["dataset"]:
+        meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
     (dst / "model.json").write_text(json.dumps(meta, indent=1))
-    sur = load_model(args.name, device="cpu")
+    if meta.get("kind") == "sync":
+        from ase_ldm.sync_predictor import SyncPredictor
+
+        what = f"grid spacing {SyncPredictor.load(args.name, device='cpu').grid_spacing.round(4).tolist()} A"
+    else:
+        what = f"grid {load_model(args.name, device='cpu').grid}"
     size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
-    print(f"{dst}: {size:.1f} MB, grid {sur.grid}, epoch {meta['epoch']}")
+    print(f"{dst}: {size:.1f} MB, {what}, epoch {meta['epoch']}")
 
 
 if __name__ == "__main__":

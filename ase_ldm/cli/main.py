@@ -23,7 +23,9 @@ COMMANDS = [
     ("baseline", "ase_ldm.cli.baseline"),
     ("evaluate", "ase_ldm.cli.evaluate"),
     ("train", "ase_ldm.cli.train"),
+    ("train-sync", "ase_ldm.cli.train_sync"),
     ("rollout", "ase_ldm.cli.rollout"),
+    ("predict", "ase_ldm.cli.predict"),
     ("scf-bench", "ase_ldm.cli.scf_bench"),
 ]
 

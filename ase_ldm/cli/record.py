@@ -35,6 +35,8 @@ class CLICommand:
                        help="steps at --temperature before recording (preset default 20, else 0)")
         p.add_argument("--interval", type=int, default=1, help="record every N-th MD step (default 1)")
         p.add_argument("--kpts", type=int, nargs=3, default=[1, 1, 1], metavar="K", help="k-point grid")
+        p.add_argument("--gpts", type=int, nargs=3, metavar="N",
+                       help="real-space grid (default: GPAW's choice for --ecut); keep a model's grid spacing")
         p.add_argument("--seed", type=int, default=0, help="random seed (velocities, Langevin noise)")
         p.add_argument("--gpaw-txt", help="GPAW log file (default: none)")
         g = p.add_mutually_exclusive_group()
@@ -68,7 +70,8 @@ class CLICommand:
             melt_steps=default_pre if args.melt_steps is None else args.melt_steps,
             melt_temperature_K=args.melt_temperature,
             equil_steps=default_pre if args.equil_steps is None else args.equil_steps,
-            interval=args.interval, seed=args.seed, kpts=tuple(args.kpts))
+            interval=args.interval, seed=args.seed, kpts=tuple(args.kpts),
+            gpts=tuple(args.gpts) if args.gpts else None)
         n = run_aimd(atoms, args.output, settings, append=args.append, overwrite=args.force,
                      gpaw_txt=args.gpaw_txt, progress=not args.no_progress)
         print(f"{args.output}: {n} frames")

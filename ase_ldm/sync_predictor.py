@@ -1,0 +1,169 @@
+"""Serve the atom-synchronised model: one-step predictions of (nt, D) from positions and history.
+
+>>> pred = SyncPredictor.load("li16-800K-sync")
+>>> pred.observe(positions, nt, D)          # converged step: (Na, 3) A, (N1, N2, N3) e/A^3, (Na, ni, ni)
+>>> nt_next, D_next = pred.predict(new_positions)
+
+Without observed history the prediction is a cold start from the atoms alone. The model runs on
+any cell and grid whose grid spacing matches its training data (within 2 %) and whose species it
+knows; it keeps the last ``history`` observed steps and forgets them on :meth:`reset` or when
+the number of atoms changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_weights, read_meta
+from .config import SyncConfig, from_dict
+from .models.sync import SyncNet, pack_D, unpack_D
+from .prior import PriorEvaluator, RadialPrior
+from .surrogate import _model_dir
+from .training import resolve_device
+
+__all__ = ["SyncPredictor", "is_sync_model"]
+
+
+def is_sync_model(name_or_path: str | os.PathLike) -> bool:
+    """True if ``name_or_path`` names an atom-synchronised model (run directory or pretrained)."""
+    try:
+        return read_meta(_model_dir(name_or_path)).get("kind") == "sync"
+    except CheckpointError:
+        return False
+
+
+class SyncPredictor:
+    """A loaded :class:`~ase_ldm.models.sync.SyncNet` with its prior and a short history.
+
+    Attributes
+    ----------
+    meta : dict, the model.json contents
+    grid_spacing : (3,) Angstrom, of the training data
+    history : int, past steps the model reads
+    """
+
+    def __init__(self, model: SyncNet, prior: RadialPrior, meta: dict[str, Any], device: torch.device,
+                 max_history: int | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.prior = prior
+        self.meta = meta
+        self.device = device
+        self.grid_spacing = np.asarray(meta["grid_spacing"], float)
+        self.timestep_fs = meta.get("timestep_fs")
+        self.history = model.history
+        #: past steps a prediction uses (<= history); fewer steps damp the growth of errors when
+        #: the model is fed its own predictions instead of converged densities
+        self.max_history = model.history if max_history is None else int(max_history)
+        if not 0 <= self.max_history <= model.history:
+            raise ValueError(f"max_history must be between 0 and {model.history}, got {max_history}")
+        self._setup: tuple | None = None
+        self._evaluator: PriorEvaluator | None = None
+        self._species: torch.Tensor | None = None
+        self._past: deque[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=self.history)
+        self._last_prior: tuple[bytes, torch.Tensor] | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, device: str = "auto",
+             max_history: int | None = None) -> SyncPredictor:
+        """Load a run directory or pretrained name; no pickled code is executed."""
+        run = _model_dir(name_or_path)
+        meta = read_meta(run)
+        if meta.get("kind") != "sync":
+            raise CheckpointError(f"{run} is not an atom-synchronised model (kind {meta.get('kind', 'ldm')!r}); "
+                                  "load it with ase_ldm.load_model")
+        for key in ("sync_config", "prior", "ni", "grid_spacing"):
+            if key not in meta:
+                raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
+        try:
+            prior = RadialPrior.from_dict(meta["prior"])
+            model = SyncNet(from_dict(SyncConfig, meta["sync_config"]), len(prior.numbers), int(meta["ni"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
+        load_weights(run, model, meta)
+        return cls(model, prior, meta, resolve_device(device), max_history)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def check_setup(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
+        """Refuse species, grids and cells the model cannot serve (ValueError saying what to change)."""
+        cell = np.asarray(cell, float)
+        if np.linalg.matrix_rank(cell) < 3:
+            raise ValueError("the model is periodic in 3D: the cell needs three non-zero vectors")
+        self.prior.species_index(np.asarray(numbers))
+        spacing = np.linalg.norm(cell, axis=1) / np.asarray(grid)
+        if np.any(np.abs(spacing / self.grid_spacing - 1) > 0.02):
+            raise ValueError(f"grid spacing {spacing.round(4).tolist()} A differs from the model's "
+                             f"{self.grid_spacing.round(4).tolist()} A by more than 2 %; choose gpts = "
+                             f"{np.round(np.linalg.norm(cell, axis=1) / self.grid_spacing).astype(int).tolist()}")
+
+    def _prepare(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
+        key = (np.asarray(numbers).tobytes(), np.asarray(cell, float).round(8).tobytes(), tuple(grid))
+        if key == self._setup:
+            return
+        self.check_setup(numbers, cell, grid)
+        self._evaluator = PriorEvaluator(self.prior, numbers, cell, grid, dtype=torch.float64).to(self.device)
+        self._species = torch.as_tensor(self.prior.species_index(np.asarray(numbers)), device=self.device)
+        self._inv_cell = np.linalg.inv(np.asarray(cell, float))
+        self._setup = key
+        self._past.clear()
+        self._last_prior = None
+
+    def prior_density(self, positions: np.ndarray) -> torch.Tensor:
+        """The learned superposition at ``positions`` (cached for the last positions), float32."""
+        key = np.asarray(positions, float).tobytes()
+        if self._last_prior is None or self._last_prior[0] != key:
+            p = self._evaluator(torch.as_tensor(np.asarray(positions, float), device=self.device)[None])[0]
+            self._last_prior = (key, p.float())
+        return self._last_prior[1]
+
+    # -- the history -----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the history: the next prediction is a cold start."""
+        self._past.clear()
+
+    def observe(self, positions: np.ndarray, nt: np.ndarray, D: np.ndarray, numbers: np.ndarray,
+                cell: np.ndarray) -> None:
+        """Record a converged step.
+
+        Parameters
+        ----------
+        positions : (Na, 3) Angstrom
+        nt : (N1, N2, N3) spin-summed pseudo-density, e/Angstrom^3
+        D : (Na, ni, ni) spin-paired PAW matrices
+        numbers : (Na,) atomic numbers; cell : (3, 3) Angstrom
+        """
+        nt = np.asarray(nt)
+        if nt.ndim != 3 or not np.all(np.isfinite(nt)):
+            raise ValueError(f"nt must be a finite (N1, N2, N3) array, got shape {nt.shape}")
+        D = np.asarray(D)
+        if D.shape != (len(positions), self.model.ni, self.model.ni):
+            raise ValueError(f"D must have shape {(len(positions), self.model.ni, self.model.ni)}, got {D.shape}")
+        self._prepare(numbers, cell, nt.shape)
+        p = self.prior_density(positions)
+        r = torch.as_tensor(nt, dtype=torch.float64, device=self.device).float() - p
+        Dp = pack_D(torch.as_tensor(D, dtype=torch.float32, device=self.device))
+        self._past.appendleft((np.asarray(positions, float).copy(), p, r, Dp))
+
+    @torch.no_grad()
+    def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray,
+                grid: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The density (N1, N2, N3) e/Angstrom^3 and PAW matrices (Na, ni, ni) at ``positions``."""
+        self._prepare(numbers, cell, tuple(grid))
+        H = self.history
+        p = self.prior_density(positions)
+        h = min(len(self._past), self.max_history)
+        zeros = torch.zeros_like(p)
+        nD = self.model.nD
+        Dz = torch.zeros(len(positions), nD, device=self.device)
+        past = list(self._past)[:h] + [(None, zeros, zeros, Dz)] * (H - h)
+        frac = torch.as_tensor(np.asarray(positions, float) @ self._inv_cell, dtype=torch.float32,
+                               device=self.device)
+        nt, D = self.model(p[None], torch.stack([x[1] for x in past])[None], torch.stack([x[2] for x in past])[None],
+                           torch.tensor([h], device=self.device), frac[None], self._species,
+                           torch.stack([x[3] for x in past])[None])
+        nt = torch.clamp(nt[0], min=1e-10)
+        return nt.double().cpu().numpy(), unpack_D(D[0].double(), self.model.ni).cpu().numpy()

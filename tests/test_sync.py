@@ -1,0 +1,275 @@
+"""The atom-synchronised model: prior, network symmetries, training, predictor, CLI, GPAW hook."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_sync_config
+
+from ase_ldm.config import SyncConfig
+from ase_ldm.models.sync import SyncNet, pack_D, sample_at_atoms, unpack_D
+from ase_ldm.prior import RadialPrior, fit_radial_prior
+
+LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
+
+
+def test_prior_integrates_to_the_atoms_charge_and_follows_them():
+    cell = np.eye(3) * 4.0
+    grid = (16, 16, 16)
+    pos = np.array([[0.3, 0.7, 1.1], [2.2, 2.5, 3.0]])
+    p = LI.density(pos, np.array([3, 3]), cell, grid)
+    dV = 64.0 / 16**3
+    assert p.sum() * dV == pytest.approx(2 * 1.15, rel=1e-10)
+    # shifting the atoms by whole grid steps rolls the density exactly
+    shifted = LI.density(pos + np.array([1, 0, 2]) * 4.0 / 16, np.array([3, 3]), cell, grid)
+    np.testing.assert_allclose(shifted, np.roll(p, (1, 0, 2), axis=(0, 1, 2)), atol=1e-12)
+
+
+def test_prior_refuses_unknown_species():
+    with pytest.raises(ValueError, match="not \\[1\\]"):
+        LI.density(np.zeros((1, 3)), np.array([1]), np.eye(3) * 4, (8, 8, 8))
+
+
+def test_fit_recovers_a_superposition():
+    """Densities made by a known prior are fitted back (to the accuracy of the knots)."""
+    cell = np.eye(3) * 4.0
+    grid = (12, 12, 12)
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((2, 3)) * 4.0, None) for _ in range(6)]
+    frames = [(pos, LI.density(pos, np.array([3, 3]), cell, grid)) for pos, _ in frames]
+    fitted = fit_radial_prior(frames, np.array([3, 3]), cell, dg=0.5, smoothness=1e-8)
+    test_pos = rng.random((2, 3)) * 4.0
+    a = LI.density(test_pos, np.array([3, 3]), cell, grid)
+    b = fitted.density(test_pos, np.array([3, 3]), cell, grid)
+    assert np.abs(a - b).sum() / np.abs(a).sum() < 1e-4
+
+
+def test_sample_at_atoms_is_periodic_trilinear():
+    feat = torch.arange(4 * 5 * 6, dtype=torch.float64).reshape(1, 1, 4, 5, 6)
+    frac = torch.tensor([[[1 / 4, 2 / 5, 3 / 6], [1.0 + 1 / 4, -3 / 5, 3 / 6], [1 / 8, 2 / 5, 3 / 6]]],
+                        dtype=torch.float64)
+    out = sample_at_atoms(feat, frac)[0, :, 0]
+    assert float(out[0]) == pytest.approx(float(feat[0, 0, 1, 2, 3]), abs=1e-9)
+    assert float(out[1]) == pytest.approx(float(feat[0, 0, 1, 2, 3]), abs=1e-9)  # wrapped into the cell
+    assert float(out[2]) == pytest.approx(0.5 * float(feat[0, 0, 0, 2, 3] + feat[0, 0, 1, 2, 3]), abs=1e-9)
+
+
+def test_pack_D_roundtrip():
+    A = torch.randn(3, 5, 5, dtype=torch.float64)
+    D = A + A.transpose(-1, -2)
+    assert torch.equal(unpack_D(pack_D(D), 5), D)
+
+
+def _random_inputs(N, Na, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = 0.05 + 0.01 * torch.rand(1, *N, generator=g)
+    return dict(p=p, p_hist=p[:, None].repeat(1, 3, 1, 1, 1) + 1e-3 * torch.rand(1, 3, *N, generator=g),
+                r_hist=1e-3 * torch.rand(1, 3, *N, generator=g), h=torch.tensor([3]),
+                frac=torch.rand(1, Na, 3, generator=g), species=torch.zeros(Na, dtype=torch.long),
+                D_hist=torch.rand(1, 3, Na, 15, generator=g))
+
+
+def _net():
+    torch.manual_seed(0)
+    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
+    for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
+        torch.nn.init.normal_(m.weight, std=0.1)
+    return net.eval()
+
+
+def test_network_is_periodic_translation_equivariant():
+    net = _net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((8, 10, 12), 3).items()}
+    nt, D = net(**x)
+    s = (3, 1, 5)
+    y = dict(x)
+    for k in ("p", "p_hist", "r_hist"):
+        y[k] = torch.roll(x[k], s, dims=(-3, -2, -1))
+    y["frac"] = x["frac"] + torch.tensor(s, dtype=torch.float64) / torch.tensor([8.0, 10.0, 12.0])
+    nt2, D2 = net(**y)
+    torch.testing.assert_close(nt2, torch.roll(nt, s, dims=(-3, -2, -1)))
+    torch.testing.assert_close(D2, D)
+
+
+def test_network_runs_on_a_supercell_and_gives_the_tiled_answer():
+    """A 2x1x1 supercell with the atoms repeated gets the tiled density and the same D per atom."""
+    net = _net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((10, 8, 8), 2).items()}
+    nt, D = net(**x)
+    y = dict(x)
+    for k in ("p", "p_hist", "r_hist"):
+        y[k] = torch.cat([x[k], x[k]], dim=-3)
+    f = x["frac"].clone()
+    f[..., 0] = f[..., 0] / 2
+    f2 = f.clone()
+    f2[..., 0] += 0.5
+    y["frac"] = torch.cat([f, f2], dim=1)
+    y["species"] = torch.zeros(4, dtype=torch.long)
+    y["D_hist"] = torch.cat([x["D_hist"], x["D_hist"]], dim=2)
+    nt2, D2 = net(**y)
+    torch.testing.assert_close(nt2, torch.cat([nt, nt], dim=-3))
+    torch.testing.assert_close(D2, torch.cat([D, D], dim=1))
+
+
+def test_cold_start_ignores_history():
+    net = _net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((8, 8, 8), 2).items()}
+    x["h"] = torch.tensor([0])
+    nt, D = net(**x)
+    x["r_hist"] = x["r_hist"] * 7
+    x["D_hist"] = x["D_hist"] + 3
+    nt2, D2 = net(**x)
+    torch.testing.assert_close(nt, nt2)
+    torch.testing.assert_close(D, D2)
+
+
+# -- training, checkpoints, predictor ------------------------------------------------------------
+
+def test_training_improves_and_checkpoints(trained_sync):
+    run, history = trained_sync
+    assert history[-1]["loss_nt"] < history[0]["loss_nt"]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["kind"] == "sync" and meta["epoch"] == 6
+    assert meta["augmentation_ops"] == 48  # cubic Li2 cell
+    for key in ("val_rel_l1", "val_rel_l1_baseline", "val_cold_rel_l1", "val_D_rel"):
+        assert np.isfinite(history[-1][key])
+
+
+def test_resume_reproduces_uninterrupted_training(recorded_long, trained_sync, tmp_path):
+    from safetensors.torch import load_file
+
+    from ase_ldm.sync_training import train_sync
+
+    run = tmp_path / "r"
+    train_sync(recorded_long, run, tiny_sync_config(), n_train=11, progress=False, stop_after=4)
+    assert json.loads((run / "model.json").read_text())["epoch"] == 4
+    with pytest.raises(ValueError, match="differs"):
+        train_sync(recorded_long, run, tiny_sync_config(epochs=4), resume=True, progress=False)
+    train_sync(recorded_long, run, None, resume=True, progress=False)
+    ref_run, _ = trained_sync
+    a = load_file(str(run / json.loads((run / "model.json").read_text())["files"]["weights"]))
+    b = load_file(str(ref_run / json.loads((ref_run / "model.json").read_text())["files"]["weights"]))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_predictor_checks_and_predicts(trained_sync, recorded_long):
+    from ase_ldm.checkpoint import CheckpointError
+    from ase_ldm.data import open_dataset
+    from ase_ldm.surrogate import load_model
+    from ase_ldm.sync_predictor import SyncPredictor
+
+    run, _ = trained_sync
+    pred = SyncPredictor.load(run, device="cpu")
+    with pytest.raises(CheckpointError, match="synchronised"):
+        load_model(run)
+    with open_dataset(recorded_long) as ds:
+        f = [ds.frame(i) for i in range(4)]
+        D = [np.stack([d[0] for d in ds.D_asii(i)]) for i in range(4)]
+        grid, cell, Z = ds.grid, ds.cell(0), ds.numbers
+    with pytest.raises(ValueError, match="grid spacing"):
+        pred.predict(f[0].positions, Z, cell, tuple(2 * n for n in grid))
+    with pytest.raises(ValueError, match="atomic numbers"):
+        pred.predict(f[0].positions, np.array([3, 11]), cell, grid)
+    with pytest.raises(ValueError, match="finite"):
+        pred.observe(f[0].positions, np.full(grid, np.nan), D[0], Z, cell)
+    cold, D_cold = pred.predict(f[3].positions, Z, cell, grid)
+    for i in range(3):
+        pred.observe(f[i].positions, f[i].nt_sR[0], D[i], Z, cell)
+    warm, D_warm = pred.predict(f[3].positions, Z, cell, grid)
+    ref = f[3].nt_sR[0]
+    assert warm.shape == grid and D_warm.shape == (2, 5, 5)
+    assert np.all(warm > 0)
+    # with history the guess is far closer than from the atoms alone
+    assert np.abs(warm - ref).sum() < 0.5 * np.abs(cold - ref).sum()
+    np.testing.assert_allclose(D_warm, np.swapaxes(D_warm, 1, 2))
+
+
+def test_pack_roundtrip(trained_sync, recorded_long, tmp_path):
+    from ase_ldm.data import open_dataset
+    from ase_ldm.sync_data import load_pack, save_pack, series_from_dataset
+    from ase_ldm.sync_predictor import SyncPredictor
+
+    prior = SyncPredictor.load(trained_sync[0], device="cpu").prior
+    with open_dataset(recorded_long) as ds:
+        series = series_from_dataset(ds, prior)
+    save_pack(tmp_path / "p.npz", series, prior, {"timestep_fs": 2.0})
+    back, prior2, attrs = load_pack(tmp_path / "p.npz")
+    assert prior2 == prior and attrs["timestep_fs"] == 2.0 and back.l_i == [0, 1, 1, 1, 0]
+    nt = (series.p + series.r).double()
+    err = ((back.p + back.r).double() - nt).abs().sum() / nt.abs().sum()
+    assert err < 1e-5
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "p.npz").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable sync pack"):
+        load_pack(tmp_path / "bad.npz")
+
+
+def test_predict_cli_writes_scored_dataset(trained_sync, recorded_long, tmp_path):
+    from ase_ldm.cli.main import main
+    from ase_ldm.data import open_dataset
+
+    run, _ = trained_sync
+    out = tmp_path / "pred.h5"
+    assert main(["predict", str(run), "--data", str(recorded_long), "-o", str(out), "--no-progress"]) == 0
+    with open_dataset(recorded_long) as ref, open_dataset(out) as pred:
+        assert len(pred) == len(ref) - 1
+        np.testing.assert_allclose(pred.array("positions", 0, 1)[0], ref.array("positions", 1, 2)[0])
+        assert pred.time_fs[0] == ref.time_fs[1] and pred.has("D")
+        rel = np.abs(pred.nt(5) - ref.nt(6)).sum() / ref.nt(6).sum()
+        assert rel < 0.05
+    # resuming a complete output adds nothing; another model's output is refused
+    assert main(["predict", str(run), "--data", str(recorded_long), "-o", str(out), "--resume",
+                 "--no-progress"]) == 0
+    with open_dataset(out) as pred:
+        assert len(pred) == len(open_dataset(recorded_long)) - 1
+    assert main(["predict", "li16-800K-sync", "--data", str(recorded_long), "-o", str(out), "--resume",
+                 "--no-progress"]) == 2
+    assert main(["evaluate", str(out), "--reference", str(recorded_long), "-o", str(tmp_path / "ev"),
+                 "--no-plots"]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "rel_l1" in json.dumps(metrics)
+
+
+def test_pretrained_sync_model_loads():
+    from ase_ldm.providers import SyncProvider, make_provider
+    from ase_ldm.surrogate import pretrained_names
+
+    assert "li16-800K-sync" in pretrained_names()
+    prov = make_provider("li16-800K-sync")
+    assert isinstance(prov, SyncProvider) and prov.cold_start
+
+
+@pytest.mark.gpaw
+def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_long):
+    """MD guided by the model (cold start included) converges to GPAW's own energies and forces."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_ldm.data import open_dataset
+    from ase_ldm.data.gpaw_io import calculator_from_provenance
+    from ase_ldm.gpaw_hook import guided_gpaw
+
+    with open_dataset(recorded_long) as ds:
+        attrs, grid = ds.attrs, ds.grid
+        atoms0 = ds.atoms(11)
+    results = {}
+    for name in ("gpaw", str(trained_sync[0])):
+        atoms = atoms0.copy()
+        atoms.set_velocities(atoms0.get_velocities())
+        calc = guided_gpaw(calculator_from_provenance(attrs, grid), name)
+        atoms.calc = calc
+        e, f = [atoms.get_potential_energy()], [atoms.get_forces()]
+        dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+        for _ in range(2):
+            dyn.run(1)
+            e.append(atoms.get_potential_energy())
+            f.append(atoms.get_forces())
+        results[name] = (np.array(e), np.array(f), list(calc.guess_seconds))
+    (e0, f0, _), (e1, f1, guesses) = results["gpaw"], results[str(trained_sync[0])]
+    assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
+    np.testing.assert_allclose(e1, e0, atol=2e-3)
+    np.testing.assert_allclose(f1, f0, atol=2e-2)

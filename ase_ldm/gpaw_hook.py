@@ -6,10 +6,13 @@ Two entry points:
   of atomic densities, LCAO wave functions), then ``nt_sR`` and ``D_asii`` are replaced by the
   given pair, renormalised to the system's charge, and the potential is recomputed before the
   first SCF iteration.
-* :func:`guided_gpaw` / :class:`GuidedGPAW` -- MD: when the atoms move, GPAW first moves its
-  wave functions and rebuilds the density from them (its own reuse); the provider's
-  prediction then replaces ``nt_sR`` and ``D_asii`` and the potential is recomputed. Before
-  moving, the converged density of the finished step is handed to the provider.
+* :func:`guided_gpaw` / :class:`GuidedGPAW` -- MD: before the atoms move, the converged density
+  of the finished step is handed to the provider, which predicts the density at the new
+  positions. GPAW's move then runs as in GPAW 26.x (wave functions, PAW data, mixer) except that
+  the prediction takes the place of the density GPAW would rebuild from the moved wave
+  functions, so the potential is computed once, from the guess. Without a guess GPAW's own
+  move runs unchanged. A provider with ``cold_start = True`` also supplies the first density of
+  a fresh calculation (through :func:`start_from_density`).
 
 The guess only changes where the SCF starts: GPAW's convergence criteria decide where it
 ends, so converged energies and forces agree with an unguided run to the SCF tolerance.
@@ -71,6 +74,37 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
     _write_density(density, nt_sR, D_asii, len(dft.setups))
     density.normalize(dft.pot_calc.charge)
     dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
+
+
+def _move_with_density(dft: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+    """GPAW's ``DFT.move_atoms`` (26.x) with the guess in place of the density rebuilt from the
+    moved wave functions, so the potential is computed once, from the guess."""
+    from gpaw.core.atom_arrays import AtomDistribution
+    from gpaw.new.calculation import write_atoms
+    from gpaw.utilities import check_atoms_too_close
+
+    check_atoms_too_close(atoms)
+    dft.atoms = atoms
+    dft.relpos_ac = np.ascontiguousarray(atoms.get_scaled_positions())
+    dft.comm.broadcast(dft.relpos_ac, 0)
+    atomdist = dft.density.D_asii.layout.atomdist
+    rank_a = dft.density.nt_sR.desc.ranks_from_fractional_positions(dft.relpos_ac)
+    atomdist = AtomDistribution(rank_a, atomdist.comm)
+    dft.pot_calc.move(dft.relpos_ac, atomdist)
+    dft.ibzwfs.move(dft.relpos_ac, atomdist)
+    dft.density.move(dft.relpos_ac, atomdist)
+    _write_density(dft.density, nt_sR, D_asii, len(dft.setups))
+    dft.density.normalize(dft.pot_calc.charge)
+    dft.potential.move(atomdist)
+    dft.scf_loop.hamiltonian.move(dft.relpos_ac)
+    dft.scf_loop.mixer.move(dft.relpos_ac, atomdist)
+    dft.potential, dft.energies, _ = dft.pot_calc.calculate(dft.density, dft.ibzwfs, dft.potential.vHt_x)
+    mm_av = dft.results.get("non_collinear_magmoms")
+    if mm_av is None:
+        _, mm_av = dft.density.calculate_magnetic_moments()
+    write_atoms(atoms, mm_av, dft.density.nt_sR.desc, dft.log)
+    dft.results = {}
+    dft.forces_have_been_printed = False
 
 
 def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], nsetups: int) -> None:
@@ -135,12 +169,15 @@ def _make_guided_class():
             old = self.atoms
             if self._dft is not None and self.dft.results:
                 self.provider.observe(old, nt_sR_from_gpaw(self), D_asii_from_gpaw(self))
-            super().move_atoms(atoms)
             t0 = time.perf_counter()
             guess = self.provider.predict(atoms)
-            if guess is not None:
-                inject_density(self.dft, *guess)
             self.guess_seconds.append(time.perf_counter() - t0)
+            if guess is None:
+                super().move_atoms(atoms)
+                return
+            with self.timer("Move"):
+                _move_with_density(self.dft, atoms, *guess)
+            self._atoms = atoms.copy()
 
         def create_new_calculation(self, atoms: Atoms) -> None:
             self.provider.reset()  # a fresh start (new cell or species) breaks the history

@@ -35,10 +35,15 @@ class ModelMismatch(ValueError):
 class DensityCalculator(Calculator):
     """ASE calculator wrapping a trained density model and, optionally, a force calculator.
 
+    With an atom-synchronised model (e.g. ``"li16-800K-sync"``) the density is predicted from
+    the atoms of each step alone (the model's cold-start mode): no history, no synchronisation,
+    no timestep, and any cell with the model's grid spacing (the grid is the cell length divided
+    by that spacing). The paper's model instead advances its latent state step by step.
+
     Parameters
     ----------
-    model : str or DensitySurrogate
-        A pretrained name, a run directory, or a loaded :class:`~ase_ldm.surrogate.DensitySurrogate`.
+    model : str, DensitySurrogate or SyncPredictor
+        A pretrained name, a run directory, or a loaded model.
     calc : ASE calculator, optional
         Supplies energy, forces and stress. A GPAW calculator can also synchronise the model.
     timestep_fs : float, optional
@@ -64,12 +69,22 @@ class DensityCalculator(Calculator):
 
     def __init__(self, model: Any, calc: Calculator | None = None, **kwargs: Any) -> None:
         from .surrogate import DensitySurrogate, load_model
+        from .sync_predictor import SyncPredictor, is_sync_model
 
         name = model if isinstance(model, str) else str(getattr(model, "meta", {}).get("name", "model"))
         super().__init__(model=str(name), **kwargs)
         p = self.parameters
-        self.surrogate = model if isinstance(model, DensitySurrogate) else load_model(model, device=p["device"])
         self.calc = calc
+        self._writer = None
+        self._n_R: np.ndarray | None = None
+        self.sync: SyncPredictor | None = None
+        if isinstance(model, SyncPredictor) or (isinstance(model, str) and is_sync_model(model)):
+            # atom-synchronised model: the density of the atoms as they are, from the atoms alone
+            self.sync = model if isinstance(model, SyncPredictor) else SyncPredictor.load(model, device=p["device"])
+            self.sync.max_history = 0
+            self._md_timestep_fs = float(p["timestep_fs"] or self.sync.timestep_fs or 1.0)
+            return
+        self.surrogate = model if isinstance(model, DensitySurrogate) else load_model(model, device=p["device"])
         stride = int(p["stride"])
         if stride < 1:
             raise ModelMismatch(f"stride must be a positive integer, got {p['stride']}")
@@ -81,11 +96,9 @@ class DensityCalculator(Calculator):
                 f"{self.surrogate.timestep_fs / dt:g} if that is an integer")
         self._md_timestep_fs = self.surrogate.timestep_fs / stride
         self._z = None
-        self._n_R: np.ndarray | None = None
         self._md_steps = 0
         self._model_steps = 0
         self._last_positions: np.ndarray | None = None
-        self._writer = None
         import torch
 
         self._gen = torch.Generator(device=self.surrogate.device).manual_seed(int(p["seed"]))
@@ -93,6 +106,14 @@ class DensityCalculator(Calculator):
     # -- checks and synchronisation ------------------------------------------------------
     def check_atoms(self, atoms: Atoms) -> None:
         """Refuse atoms whose species, cell or periodicity differ from the model's system."""
+        if self.sync is not None:
+            if not atoms.pbc.all():
+                raise ModelMismatch("the model is periodic: atoms need pbc=True in all directions")
+            try:
+                self.sync.check_setup(atoms.numbers, atoms.cell[:], self._sync_grid(atoms))
+            except ValueError as err:
+                raise ModelMismatch(str(err)) from None
+            return
         sur = self.surrogate
         if len(atoms) != len(sur.numbers) or np.any(atoms.numbers != sur.numbers):
             raise ModelMismatch(f"atoms {atoms.get_chemical_formula()} differ from the model's training system "
@@ -148,7 +169,16 @@ class DensityCalculator(Calculator):
         if self.parameters["record"]:
             self._record(atoms)
 
+    def _sync_grid(self, atoms: Atoms) -> tuple[int, int, int]:
+        """The grid with the synchronised model's spacing on this cell."""
+        n = np.round(atoms.cell.lengths() / self.sync.grid_spacing).astype(int)
+        return tuple(int(max(k, 1)) for k in n)
+
     def _update_density(self, atoms: Atoms) -> None:
+        if self.sync is not None:
+            nt, _ = self.sync.predict(atoms.positions, atoms.numbers, atoms.cell[:], self._sync_grid(atoms))
+            self._n_R = nt
+            return
         moved = self._last_positions is not None and not np.array_equal(self._last_positions, atoms.positions)
         self._last_positions = atoms.positions.copy()
         if self._z is None:

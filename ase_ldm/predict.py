@@ -1,6 +1,6 @@
 """One-step-ahead predictions over a whole trajectory, written as a dataset.
 
-For every frame t >= 1 of the input, the model predicts the density of frame t from the
+For every frame t >= ``start`` (default 1) of the input, the model predicts the density of frame t from the
 converged frames before it (up to its history: three for the synchronised model, so frames 1
 and 2 use one and two) and, for the synchronised model, from the atoms of frame t. The output
 frames carry frame t's atoms and time, so ``ase-ldm evaluate OUT --reference DATA`` scores them
@@ -30,9 +30,9 @@ def _paw(ds: Any, t: int) -> np.ndarray:
 
 
 def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
-                       history: int | None = None, device: str = "cpu", resume: bool = False,
+                       history: int | None = None, start: int = 1, device: str = "cpu", resume: bool = False,
                        overwrite: bool = False, progress: bool = True) -> int:
-    """Write the model's one-step predictions of frames 1 ... T-1 of ``data`` to ``out``.
+    """Write the model's one-step predictions of frames ``start`` ... T-1 of ``data`` to ``out``.
 
     Returns the number of frames in ``out``.
     """
@@ -41,18 +41,22 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
     out = Path(out)
     sync = is_sync_model(model)
     attrs_new = {"source": f"ase-ldm predict {model}", "predicted_from": str(data), "model": str(model),
-                 "prediction": "one step ahead from converged frames"}
+                 "prediction": "one step ahead from converged frames", "first_frame": int(start)}
     with open_dataset(data) as ds:
         if len(ds) < 2:
             raise DatasetError(f"{data}: {len(ds)} frame(s); one-step predictions need at least 2")
         if ds.nspins != 1:
             raise DatasetError(f"{data}: spin-polarised; the models are spin-paired")
-        start = 1
+        first = int(start)
+        if not 1 <= first < len(ds):
+            raise ValueError(f"start must be between 1 and {len(ds) - 1}, got {start}")
         if out.exists() and resume:
             with open_dataset(out) as done:
-                if done.attrs.get("predicted_from") != str(data) or done.attrs.get("model") != str(model):
-                    raise DatasetError(f"{out} holds predictions of another model or dataset; use another output")
-                start = 1 + len(done)
+                if (done.attrs.get("predicted_from") != str(data) or done.attrs.get("model") != str(model)
+                        or done.attrs.get("first_frame") != first):
+                    raise DatasetError(f"{out} holds predictions of another model, dataset or first frame; "
+                                       "use another output")
+                start = first + len(done)
         writer = DensityWriter(out, append=resume, overwrite=overwrite and not resume,
                                attrs={**attrs_new, "timestep_fs": ds.timestep_fs,
                                       **{k: v for k, v in ds.attrs.items() if k in ("xc", "mode", "gpaw_version")}})
@@ -74,7 +78,8 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=f"predict -> {out.name}", unit="frame", initial=start - 1, total=len(ds) - 1)
+            steps = tqdm(steps, desc=f"predict -> {out.name}", unit="frame", initial=start - first,
+                         total=len(ds) - first)
         try:
             for t in steps:
                 target = ds.frame(t)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RadialPrior", "fit_radial_prior", "reciprocal_grid"]
+__all__ = ["RadialPrior", "fit_radial_prior", "reciprocal_grid", "band_limit", "band_mask"]
 
 
 def reciprocal_grid(cell: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
@@ -184,3 +184,38 @@ def fit_radial_prior(frames: Any, numbers: np.ndarray, cell: np.ndarray, *, dg: 
         M[sl, sl] += smoothness * scale * D2.T @ D2
     c = np.linalg.solve(M + 1e-12 * scale * np.eye(n), v)
     return RadialPrior(tuple(species), float(dg), tuple(tuple(c[s * nk:(s + 1) * nk].tolist()) for s in range(ns)))
+
+
+def band_limit(nt_frames: Any, cell: np.ndarray, *, threshold: float = 1e-6, dg: float = 0.25) -> float:
+    """The |G| (1/Angstrom) above which the densities carry no weight.
+
+    GPAW's plane-wave densities are band-limited (Li16 at PW(300): nothing above 12.75 1/A on a
+    grid whose corners reach 22 1/A). Returns the lower edge of the first shell of width ``dg``
+    from which on every shell's mean Fourier amplitude is below ``threshold`` times the G = 0
+    amplitude (the largest |G| on the grid plus ``dg`` if there is none).
+    """
+    amp = None
+    for nt in nt_frames:
+        nt = np.asarray(nt, np.float64)
+        a = np.abs(np.fft.rfftn(nt))
+        if amp is None:
+            amp = a
+            g = np.linalg.norm(reciprocal_grid(cell, nt.shape), axis=-1)
+        else:
+            amp += a
+    if amp is None:
+        raise ValueError("no frames to find the band limit of")
+    ratio = amp / amp[0, 0, 0]
+    edges = np.arange(0.0, g.max() + dg, dg)
+    cut = float(edges[-1] + dg)
+    for lo in edges[::-1]:
+        m = (g >= lo) & (g < lo + dg)
+        if m.any() and ratio[m].mean() >= threshold:
+            break
+        cut = float(lo)
+    return cut
+
+
+def band_mask(cell: np.ndarray, grid: tuple[int, int, int], g_max: float) -> np.ndarray:
+    """Boolean half-grid (rfft) mask of the plane waves with |G| < ``g_max``."""
+    return np.linalg.norm(reciprocal_grid(cell, grid), axis=-1) < g_max

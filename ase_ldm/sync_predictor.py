@@ -22,7 +22,7 @@ import torch
 from .checkpoint import CheckpointError, load_weights, read_meta
 from .config import SyncConfig, from_dict
 from .models.sync import SyncNet, pack_D, unpack_D
-from .prior import PriorEvaluator, RadialPrior
+from .prior import PriorEvaluator, RadialPrior, band_mask
 from .surrogate import _model_dir
 from .training import resolve_device
 
@@ -108,9 +108,17 @@ class SyncPredictor:
         self._evaluator = PriorEvaluator(self.prior, numbers, cell, grid, dtype=torch.float64).to(self.device)
         self._species = torch.as_tensor(self.prior.species_index(np.asarray(numbers)), device=self.device)
         self._inv_cell = np.linalg.inv(np.asarray(cell, float))
+        self.band = self.band_for(cell, grid)
         self._setup = key
         self._past.clear()
         self._last_prior = None
+
+    def band_for(self, cell: np.ndarray, grid: tuple[int, int, int]) -> torch.Tensor | None:
+        """The plane waves a prediction may contain (model.json's ``band_limit``, 1/A), or None."""
+        g_max = self.meta.get("band_limit")
+        if g_max is None:
+            return None
+        return torch.as_tensor(band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
 
     def prior_density(self, positions: np.ndarray) -> torch.Tensor:
         """The learned superposition at ``positions`` (cached for the last positions), float32."""
@@ -164,6 +172,6 @@ class SyncPredictor:
                                device=self.device)
         nt, D = self.model(p[None], torch.stack([x[1] for x in past])[None], torch.stack([x[2] for x in past])[None],
                            torch.tensor([h], device=self.device), frac[None], self._species,
-                           torch.stack([x[3] for x in past])[None])
+                           torch.stack([x[3] for x in past])[None], self.band)
         nt = torch.clamp(nt[0], min=1e-10)
         return nt.double().cpu().numpy(), unpack_D(D[0].double(), self.model.ni).cpu().numpy()

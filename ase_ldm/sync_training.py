@@ -29,7 +29,7 @@ import torch
 from .checkpoint import CheckpointError, load_train_state, load_weights, read_meta, save_checkpoint
 from .config import SyncTrainConfig, from_dict
 from .models.sync import SyncNet, extrapolation_weights
-from .prior import RadialPrior, fit_radial_prior
+from .prior import RadialPrior, band_limit, band_mask, fit_radial_prior
 from .sync_data import SyncSeries, load_pack, series_from_dataset, symmetry_ops
 from .training import resolve_device
 
@@ -108,8 +108,9 @@ def _draw_h(rng: np.random.Generator, n: int, cfg: SyncTrainConfig, H: int) -> n
     return h
 
 
-def _losses(model: SyncNet, b: dict[str, torch.Tensor], species: torch.Tensor) -> dict[str, torch.Tensor]:
-    nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"])
+def _losses(model: SyncNet, b: dict[str, torch.Tensor], species: torch.Tensor,
+            band: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"], band)
     h = b["h"]
     l_nt = (((nt - b["nt"]) / model.out_scale[h][:, None, None, None]) ** 2).mean()
     l_D = (((D - b["D"]) / model.D_out_scale[h][:, None, :]) ** 2).mean()
@@ -118,7 +119,7 @@ def _losses(model: SyncNet, b: dict[str, torch.Tensor], species: torch.Tensor) -
 
 @torch.no_grad()
 def evaluate_series(model: SyncNet, series: SyncSeries, species: torch.Tensor, steps: range, h: int,
-                    batch_size: int = 8) -> dict[str, float]:
+                    batch_size: int = 8, band: torch.Tensor | None = None) -> dict[str, float]:
     """One-step metrics over ``steps`` with ``h`` past steps (forward in time).
 
     Returns mean relative L1 of nt (= integral of |dn| per electron of nt), mean relative
@@ -131,7 +132,7 @@ def evaluate_series(model: SyncNet, series: SyncSeries, species: torch.Tensor, s
         t = torch.as_tensor(list(steps[s:s + batch_size]))
         hh = torch.full_like(t, h)
         b = series.batch(t, hh, torch.zeros_like(t, dtype=torch.bool), H)
-        nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"])
+        nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"], band)
         w = model.coef[hh.to(nt.device)]
         base = b["p"] + torch.einsum("bk,bk...->b...", w, b["r_hist"])
         D_base = torch.einsum("bk,bkad->bad", w, b["D_hist"]) if h else model.D_mean[species][None]
@@ -198,6 +199,9 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
         ops = []
     fit = series.subset(n_fit)
     set_scales(model, fit, species.cpu(), ops)
+    g_max = band_limit(((fit.p[i] + fit.r[i]).double().numpy() for i in range(0, n_fit, max(1, n_fit // 20))),
+                       series.cell)
+    band = torch.as_tensor(band_mask(series.cell, series.grid, g_max), device=device)
     model.to(device)
     series = series.to(device)
     # training steps: forward t in [H, n_fit), reversed t in [0, n_fit - H) (history inside the fit frames)
@@ -222,7 +226,7 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     meta_base = {
         "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), "ni": series.ni,
         "grid": list(series.grid), "cell": series.cell.tolist(), "numbers": series.numbers.tolist(),
-        "augmentation_ops": len(ops),
+        "augmentation_ops": len(ops), "band_limit": g_max,
         "grid_spacing": (np.linalg.norm(series.cell, axis=1) / np.array(series.grid)).tolist(),
         "timestep_fs": attrs.get("timestep_fs"), "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
         "dataset": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))},
@@ -251,7 +255,7 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
             b = series.batch(t, torch.as_tensor(h_all[b0:b0 + len(sel)]), rev, H)
             if ops:
                 b = series.augment(b, [ops[i] for i in rng.integers(len(ops), size=len(sel))])
-            losses = _losses(model, b, species)
+            losses = _losses(model, b, species, band)
             total = losses["nt"] + cfg.d_weight * losses["D"]
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -268,8 +272,8 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
                                   "seconds": time.perf_counter() - t0}
         last = epoch + 1 == end
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
-            warm = evaluate_series(model, series, species, val_steps, H)
-            cold = evaluate_series(model, series, species, val_steps, 0)
+            warm = evaluate_series(model, series, species, val_steps, H, band=band)
+            cold = evaluate_series(model, series, species, val_steps, 0, band=band)
             record.update({f"val_{k}": v for k, v in warm.items()})
             record.update({f"val_cold_{k}": v for k, v in cold.items()})
             log.info("epoch %d: %s", epoch + 1, record)

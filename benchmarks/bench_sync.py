@@ -77,6 +77,7 @@ def main() -> None:
     dV = ds.volume_element()
     numbers, cell = ds.numbers, ds.cell(0)
     species = torch.as_tensor(pred.prior.species_index(numbers))
+    band = pred.band_for(cell, ds.grid)
     scores = {k: Score() for k in ("persistence", "quadratic", "sad (GPAW)", "sad-extrapolate (GPAW)",
                                    "learned prior", "learned prior + quadratic residual", "model, cold (atoms only)",
                                    "model, warm (3 past steps)", f"model, autoregressive (h={args.auto_history})")}
@@ -109,7 +110,7 @@ def main() -> None:
             for h, name in ((3, "model, warm (3 past steps)"), (0, "model, cold (atoms only)")):
                 b = series.batch(torch.tensor([j]), torch.tensor([h]), torch.tensor([False]), model.history)
                 t0 = time.perf_counter()
-                nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"])
+                nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"], band)
                 if h == 3:
                     seconds.append(time.perf_counter() - t0)
                 D = D[0]

@@ -8,8 +8,9 @@ Steps (each skipped when its output already exists, so an interrupted demo conti
 4. train a small latent diffusion model on the recording (`ase-ldm train`, a few minutes);
 5. roll out the small model and the pretrained `li16-800K` model from the recording and
    evaluate both against it (`ase-ldm rollout`, `evaluate`);
-6. compare SCF iterations per GPAW MD step with GPAW's own reuse and with density providers
-   as initial guesses (`ase-ldm scf-bench`).
+6. score the pretrained atom-synchronised model's one-step predictions (`ase-ldm predict`), and
+   compare SCF iterations per GPAW MD step with GPAW's own reuse and with density providers
+   (that model included) as initial guesses (`ase-ldm scf-bench`).
 
 About 12 minutes on 2 cores with the defaults.
 """
@@ -62,7 +63,7 @@ def summarize(metrics_path: Path, label: str) -> str:
     m = json.loads(metrics_path.read_text())
     text = f"{label:<28} JSD {m['jsd_histogram']:.2e} bits   S(k) err {m['sk_rel_error']:.3f}"
     if m["computed"]["pointwise"]:
-        text += f"   rel. L1 {100 * m['rel_l1_mean']:.2f} %"
+        text += f"   rel. L1 {100 * m['rel_l1_mean']:.3f} %"
     return text
 
 
@@ -123,9 +124,17 @@ def main() -> None:
     else:
         print("[demo] pretrained li16-800K applies to Li16 at PW(300) (30^3 grid); skipped for these settings")
 
+    sync = []
+    if "li16-800K-sync" in pretrained_names() and grid == (30, 30, 30) and args.atoms == 16:
+        # the atom-synchronised model: one-step predictions scored, then used as the SCF guess
+        pred = out_dir / "predict-sync.h5"
+        run_cli(["predict", "li16-800K-sync", "--data", str(data), "--force", "-o", str(pred)])
+        run_cli(["evaluate", str(pred), "--reference", str(data), "-o", str(out_dir / "eval-sync")])
+        reports.append((out_dir / "eval-sync" / "metrics.json", "li16-800K-sync one-step predictions"))
+        sync = ["--provider", "li16-800K-sync"]
     scf = out_dir / "scf-bench.json"
     run_cli(["scf-bench", str(data), "--frame", str(n_frames - 1 - args.scf_steps), "--steps", str(args.scf_steps),
-             "--provider", "extrapolate-quadratic", "--provider", "sad-extrapolate", "--json", str(scf)])
+             "--provider", "extrapolate-quadratic", "--provider", "sad-extrapolate", *sync, "--json", str(scf)])
 
     print("\n[demo] summary (prediction vs the recorded GPAW trajectory)")
     for path, label in reports:

@@ -273,3 +273,64 @@ def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_lo
     assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
     np.testing.assert_allclose(e1, e0, atol=2e-3)
     np.testing.assert_allclose(f1, f0, atol=2e-2)
+
+
+def test_density_calculator_with_sync_model(trained_sync, recorded_long):
+    """Any force calculator + the synchronised model: a density per MD step from the atoms alone."""
+    from ase import Atoms, units
+    from ase.calculators.lj import LennardJones
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_ldm.calculator import DensityCalculator, ModelMismatch
+    from ase_ldm.data import open_dataset
+    from ase_ldm.sync_predictor import SyncPredictor
+
+    run, _ = trained_sync
+    with open_dataset(recorded_long) as ds:
+        atoms = ds.atoms(5)
+        grid = ds.grid
+    atoms.calc = DensityCalculator(str(run), calc=LennardJones(sigma=2.5, epsilon=0.05, rc=3.5), device="cpu")
+    atoms.get_potential_energy()
+    dens = [atoms.calc.get_pseudo_density()]
+    expect, _ = SyncPredictor.load(run, device="cpu", max_history=0).predict(atoms.positions, atoms.numbers,
+                                                                                atoms.cell[:], grid)
+    np.testing.assert_allclose(dens[0], expect, rtol=1e-6)
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    dyn.attach(lambda: dens.append(atoms.calc.get_pseudo_density()))
+    dyn.run(2)
+    assert dens[0].shape == grid and all(np.all(d > 0) for d in dens)
+    assert np.abs(dens[-1] - dens[0]).sum() > 0  # the density follows the moving atoms
+    bad = Atoms("Li2", positions=atoms.positions, cell=atoms.cell[:] * 1.04, pbc=True)
+    bad.calc = DensityCalculator(str(run), device="cpu")
+    with pytest.raises(ModelMismatch, match="grid spacing"):
+        bad.calc.get_property("pseudo_density", bad)
+    na = Atoms("LiNa", positions=atoms.positions, cell=atoms.cell[:], pbc=True)
+    na.calc = DensityCalculator(str(run), device="cpu")
+    with pytest.raises(ModelMismatch, match="atomic numbers"):
+        na.calc.get_property("pseudo_density", na)
+
+
+def test_band_limit_of_gpaw_densities_and_projection(recorded_long):
+    """GPAW's densities stop at a |G| below the grid's corners; the model's correction is projected there."""
+    from ase_ldm.data import open_dataset
+    from ase_ldm.prior import band_limit, band_mask, reciprocal_grid
+
+    with open_dataset(recorded_long) as ds:
+        cell, grid = ds.cell(0), ds.grid
+        g_max = band_limit((ds.nt(i)[0] for i in range(len(ds))), cell)
+    g = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+    assert 0.3 * g.max() < g_max < g.max()
+    net = _net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs(grid, 2).items()}
+    mask = torch.as_tensor(band_mask(cell, grid, g_max))
+    nt, _ = net(**x, band=mask)
+    w = net.coef[x["h"]].double()
+    delta = nt - x["p"] - torch.einsum("bk,bk...->b...", w, x["r_hist"])
+    spec = torch.fft.rfftn(delta, dim=(-3, -2, -1))[0]
+    assert spec[~mask].abs().max() < 1e-12 * spec[mask].abs().max()
+    assert spec[mask].abs().max() > 0
+
+
+def test_trained_model_records_band_limit(trained_sync):
+    meta = json.loads((trained_sync[0] / "model.json").read_text())
+    assert 0 < meta["band_limit"] < 50

@@ -22,6 +22,7 @@ class CLICommand:
         p.add_argument("--data", required=True, help="dataset with the converged frames (and D)")
         p.add_argument("-o", "--output", required=True, help="output dataset (.h5)")
         p.add_argument("--history", type=int, help="past frames the synchronised model uses (default: all it reads)")
+        p.add_argument("--start", type=int, default=1, help="first frame to predict (default 1), e.g. the test part")
         p.add_argument("--device", default="cpu")
         p.add_argument("--resume", action="store_true", help="continue an interrupted output")
         p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -31,7 +32,8 @@ class CLICommand:
     def run(args: argparse.Namespace) -> int:
         from ..predict import predict_to_dataset
 
-        n = predict_to_dataset(args.model, args.data, args.output, history=args.history, device=args.device,
+        n = predict_to_dataset(args.model, args.data, args.output, history=args.history, start=args.start,
+                               device=args.device,
                                resume=args.resume, overwrite=args.force, progress=not args.no_progress)
         print(f"{args.output}: {n} predicted frames")
         return 0

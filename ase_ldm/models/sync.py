@@ -150,7 +150,8 @@ class SyncNet(nn.Module):
         return self.config.history
 
     def forward(self, p: torch.Tensor, p_hist: torch.Tensor, r_hist: torch.Tensor, h: torch.Tensor,
-                frac: torch.Tensor, species: torch.Tensor, D_hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                frac: torch.Tensor, species: torch.Tensor, D_hist: torch.Tensor,
+                band: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the density and PAW matrices of step t.
 
         Parameters
@@ -162,6 +163,9 @@ class SyncNet(nn.Module):
         frac : (B, Na, 3) fractional positions at step t.
         species : (Na,) long, species index of each atom.
         D_hist : (B, H, Na, nD) packed PAW matrices at steps t-1 ... t-H.
+        band : (N1, N2, N3 // 2 + 1) bool, optional
+            Plane waves the density may contain (:func:`ase_ldm.prior.band_mask`); the CNN's
+            correction is projected onto them, so it adds nothing where GPAW's density has nothing.
 
         Returns
         -------
@@ -190,7 +194,11 @@ class SyncNet(nn.Module):
         for block in self.blocks:
             x = block(x)
         feat = F.gelu(x)
-        nt = p + r_hat + self.out_scale[h][:, None, None, None] * self.head(feat)[:, 0]
+        delta = self.head(feat)[:, 0]
+        if band is not None:
+            delta = torch.fft.irfftn(torch.fft.rfftn(delta, dim=(-3, -2, -1)) * band, s=delta.shape[-3:],
+                                     dim=(-3, -2, -1))
+        nt = p + r_hat + self.out_scale[h][:, None, None, None] * delta
 
         # PAW matrices: extrapolate, or the species mean on a cold start, then correct per atom
         v4 = valid[:, :, None, None]

@@ -334,3 +334,20 @@ def test_band_limit_of_gpaw_densities_and_projection(recorded_long):
 def test_trained_model_records_band_limit(trained_sync):
     meta = json.loads((trained_sync[0] / "model.json").read_text())
     assert 0 < meta["band_limit"] < 50
+
+
+def test_train_sync_cli(recorded_long, tmp_path):
+    from ase_ldm.cli.main import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"channels": 4, "dilations": [1], "d_hidden": 8}, "val_frames": 3,
+                               "batch_size": 4, "device": "cpu"}))
+    run = tmp_path / "run"
+    assert main(["train-sync", str(recorded_long), "--train", "11", "--config", str(cfg), "--epochs", "1",
+                 "-o", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "model.json").read_text())["epoch"] == 1
+    # a second start into the same directory, and a resume that changes settings, are refused
+    assert main(["train-sync", str(recorded_long), "--train", "11", "--config", str(cfg), "-o", str(run),
+                 "--no-progress"]) == 2
+    assert main(["train-sync", str(recorded_long), "--epochs", "3", "--resume", "-o", str(run), "--no-progress"]) == 2
+    assert main(["train-sync", str(recorded_long), "--resume", "-o", str(run), "--no-progress"]) == 0

@@ -70,6 +70,14 @@ class SymmetryOp:
             R[i, self.perm[i]] = self.sign[i]
         return R
 
+    def inverse(self) -> SymmetryOp:
+        """The operation that undoes this one."""
+        perm, sign = [0, 0, 0], [1, 1, 1]
+        for i in range(3):
+            perm[self.perm[i]] = i
+            sign[self.perm[i]] = self.sign[i]
+        return SymmetryOp(tuple(perm), tuple(sign))
+
     def grid(self, x: torch.Tensor) -> torch.Tensor:
         """Apply to (..., N1, N2, N3)."""
         nd = x.ndim

@@ -24,6 +24,7 @@ from .config import SyncConfig, from_dict
 from .models.sync import SyncNet, pack_D, unpack_D
 from .prior import PriorEvaluator, RadialPrior, band_mask
 from .surrogate import _model_dir
+from .sync_data import symmetry_ops, transform_D
 from .training import resolve_device
 
 __all__ = ["SyncPredictor", "is_sync_model"]
@@ -48,7 +49,7 @@ class SyncPredictor:
     """
 
     def __init__(self, model: SyncNet, prior: RadialPrior, meta: dict[str, Any], device: torch.device,
-                 max_history: int | None = None) -> None:
+                 max_history: int | None = None, symmetry_average: int = 1) -> None:
         self.model = model.to(device).eval()
         self.prior = prior
         self.meta = meta
@@ -61,6 +62,11 @@ class SyncPredictor:
         self.max_history = model.history if max_history is None else int(max_history)
         if not 0 <= self.max_history <= model.history:
             raise ValueError(f"max_history must be between 0 and {model.history}, got {max_history}")
+        #: average the prediction over this many of the cell's symmetry operations (1: none);
+        #: costs that many network passes (one batch)
+        self.symmetry_average = int(symmetry_average)
+        if self.symmetry_average < 1:
+            raise ValueError(f"symmetry_average must be at least 1, got {symmetry_average}")
         self._setup: tuple | None = None
         self._evaluator: PriorEvaluator | None = None
         self._species: torch.Tensor | None = None
@@ -69,7 +75,7 @@ class SyncPredictor:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, device: str = "auto",
-             max_history: int | None = None) -> SyncPredictor:
+             max_history: int | None = None, symmetry_average: int = 1) -> SyncPredictor:
         """Load a run directory or pretrained name; no pickled code is executed."""
         run = _model_dir(name_or_path)
         meta = read_meta(run)
@@ -85,7 +91,7 @@ class SyncPredictor:
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
         load_weights(run, model, meta)
-        return cls(model, prior, meta, resolve_device(device), max_history)
+        return cls(model, prior, meta, resolve_device(device), max_history, symmetry_average)
 
     # -- set-up ----------------------------------------------------------------------------
     def check_setup(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
@@ -109,6 +115,14 @@ class SyncPredictor:
         self._species = torch.as_tensor(self.prior.species_index(np.asarray(numbers)), device=self.device)
         self._inv_cell = np.linalg.inv(np.asarray(cell, float))
         self.band = self.band_for(cell, grid)
+        self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
+        if self.symmetry_average > 1:
+            if self.meta.get("l_i") is None:
+                raise ValueError("this model.json lacks the projectors' angular momenta (l_i); "
+                                 "symmetry averaging needs them")
+            if len(self._ops) < self.symmetry_average:
+                raise ValueError(f"the cell has {len(self._ops)} symmetry operations of its grid; "
+                                 f"symmetry_average={self.symmetry_average} needs that many")
         self._setup = key
         self._past.clear()
         self._last_prior = None
@@ -170,8 +184,26 @@ class SyncPredictor:
         past = list(self._past)[:h] + [(None, zeros, zeros, Dz)] * (H - h)
         frac = torch.as_tensor(np.asarray(positions, float) @ self._inv_cell, dtype=torch.float32,
                                device=self.device)
-        nt, D = self.model(p[None], torch.stack([x[1] for x in past])[None], torch.stack([x[2] for x in past])[None],
-                           torch.tensor([h], device=self.device), frac[None], self._species,
-                           torch.stack([x[3] for x in past])[None], self.band)
-        nt = torch.clamp(nt[0], min=1e-10)
-        return nt.double().cpu().numpy(), unpack_D(D[0].double(), self.model.ni).cpu().numpy()
+        p_hist = torch.stack([x[1] for x in past])
+        r_hist = torch.stack([x[2] for x in past])
+        D_hist = torch.stack([x[3] for x in past])
+        ops = self._ops[: self.symmetry_average] if self.symmetry_average > 1 else [None]
+        l_i = self.meta.get("l_i")
+        ni = self.model.ni
+
+        def fwd(op: Any, x: torch.Tensor) -> torch.Tensor:
+            return x if op is None else op.grid(x)
+
+        def fwd_D(op: Any, D: torch.Tensor) -> torch.Tensor:
+            return D if op is None else pack_D(transform_D(unpack_D(D, ni), op, l_i))
+
+        nt, D = self.model(torch.stack([fwd(op, p) for op in ops]), torch.stack([fwd(op, p_hist) for op in ops]),
+                           torch.stack([fwd(op, r_hist) for op in ops]),
+                           torch.full((len(ops),), h, device=self.device),
+                           torch.stack([frac if op is None else op.frac(frac) for op in ops]), self._species,
+                           torch.stack([fwd_D(op, D_hist) for op in ops]), self.band)
+        inv = [None if op is None else op.inverse() for op in ops]
+        nt = torch.stack([fwd(i, x) for i, x in zip(inv, nt)]).mean(0)
+        D = torch.stack([fwd_D(i, x) for i, x in zip(inv, D)]).mean(0)
+        nt = torch.clamp(nt, min=1e-10)
+        return nt.double().cpu().numpy(), unpack_D(D.double(), ni).cpu().numpy()

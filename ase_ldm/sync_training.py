@@ -226,7 +226,7 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     meta_base = {
         "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), "ni": series.ni,
         "grid": list(series.grid), "cell": series.cell.tolist(), "numbers": series.numbers.tolist(),
-        "augmentation_ops": len(ops), "band_limit": g_max,
+        "augmentation_ops": len(ops), "band_limit": g_max, "l_i": series.l_i,
         "grid_spacing": (np.linalg.norm(series.cell, axis=1) / np.array(series.grid)).tolist(),
         "timestep_fs": attrs.get("timestep_fs"), "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
         "dataset": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))},

@@ -1,7 +1,16 @@
-"""Time one synchronised-model prediction (prior + CNN + PAW head) on the GPU."""
+"""Time one synchronised-model prediction (prior + CNN + PAW head) on the GPU.
+
+Random liquid-density Li cells of 16, 54 and 128 atoms on grids with the model's spacing; median
+of 20 predictions at new positions (the prior is recomputed each time), host-device copies
+included.
+
+    python benchmarks/bench_sync_gpu_time.py        (needs CUDA)
+"""
 import time
+
 import numpy as np
 import torch
+
 from ase_ldm.sync_predictor import SyncPredictor
 
 torch.backends.cudnn.benchmark = True

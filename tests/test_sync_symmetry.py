@@ -58,3 +58,16 @@ def test_transformed_density_and_D_match_gpaw():
     np.testing.assert_allclose(D2, transform_D(D, op, l_i), atol=2e-5)
     # and the p block does change: the test would catch a wrong harmonic order
     assert np.abs(transform_D(D, op, l_i) - D).max() > 1e-3
+
+
+def test_inverse_undoes_every_op():
+    x = torch.randn(2, 6, 6, 6, dtype=torch.float64)
+    f = torch.rand(5, 3, dtype=torch.float64)
+    D = torch.randn(4, 5, 5, dtype=torch.float64)
+    l_i = [0, 1, 1, 1, 0]
+    for op in symmetry_ops(np.eye(3) * 3.0, (6, 6, 6)):
+        inv = op.inverse()
+        assert torch.equal(inv.grid(op.grid(x)), x)
+        torch.testing.assert_close(torch.remainder(inv.frac(op.frac(f)), 1.0), f)
+        torch.testing.assert_close(transform_D(transform_D(D, op, l_i), inv, l_i), D)
+        np.testing.assert_allclose(inv.R @ op.R, np.eye(3))

@@ -9,6 +9,10 @@ def __getattr__(name: str):
         from . import surrogate
 
         return getattr(surrogate, name)
+    if name == "SyncPredictor":
+        from .sync_predictor import SyncPredictor
+
+        return SyncPredictor
     raise AttributeError(f"module 'ase_ldm' has no attribute {name!r}")
 
 __version__ = "0.1.0"
@@ -24,4 +28,5 @@ __all__ = [
     "load_pretrained",
     "DensitySurrogate",
     "pretrained_names",
+    "SyncPredictor",
 ]

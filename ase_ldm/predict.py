@@ -57,13 +57,16 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
                     raise DatasetError(f"{out} holds predictions of another model, dataset or first frame; "
                                        "use another output")
                 start = first + len(done)
-        writer = DensityWriter(out, append=resume, overwrite=overwrite and not resume,
-                               attrs={**attrs_new, "timestep_fs": ds.timestep_fs,
-                                      **{k: v for k, v in ds.attrs.items() if k in ("xc", "mode", "gpaw_version")}})
         numbers, grid = ds.numbers, ds.grid
         if sync:
             pred = SyncPredictor.load(model, device=device, max_history=history)
             need_D = True
+            dt_model = pred.timestep_fs
+            if dt_model is not None and (history is None or history > 0) and \
+                    abs(float(dt_model) - ds.timestep_fs) > 1e-6:
+                raise DatasetError(f"{data}: frames are {ds.timestep_fs} fs apart, the model's history steps "
+                                   f"{dt_model} fs; use data recorded every {dt_model} fs, or --history 0 "
+                                   "(atoms only)")
             if not ds.has("D"):
                 raise DatasetError(f"{data}: no PAW matrices (D); the synchronised model needs them as history")
         else:
@@ -74,6 +77,9 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
             import torch
 
             gen = torch.Generator(device=sur.device)
+        writer = DensityWriter(out, append=resume, overwrite=overwrite and not resume,
+                               attrs={**attrs_new, "timestep_fs": ds.timestep_fs,
+                                      **{k: v for k, v in ds.attrs.items() if k in ("xc", "mode", "gpaw_version")}})
         steps = range(start, len(ds))
         if progress:
             from tqdm.auto import tqdm

@@ -378,3 +378,21 @@ def test_symmetry_average_makes_the_predictor_equivariant():
     assert single[0] > 1e-3 and single[1] > 1e-3
     with pytest.raises(ValueError, match="symmetry_average"):
         SyncPredictor(_net().float(), LI, meta, torch.device("cpu"), symmetry_average=0)
+
+
+def test_predict_refuses_another_timestep_and_serves_the_paper_model(trained_sync, trained, recorded,
+                                                                       recorded_long, tmp_path):
+    from ase_ldm.cli.main import main
+    from ase_ldm.data import open_dataset
+
+    out = tmp_path / "p.h5"
+    # recorded: 1 fs steps; the model's history was 2 fs steps
+    assert main(["predict", str(trained_sync[0]), "--data", str(recorded), "-o", str(out), "--no-progress"]) == 2
+    assert not out.exists()
+    assert main(["predict", str(trained_sync[0]), "--data", str(recorded), "--history", "0", "-o", str(out),
+                 "--no-progress"]) == 0
+    # the paper's latent model predicts from the two previous frames, without D
+    ldm_out = tmp_path / "ldm.h5"
+    assert main(["predict", str(trained[0]), "--data", str(recorded_long), "-o", str(ldm_out), "--no-progress"]) == 0
+    with open_dataset(ldm_out) as pred, open_dataset(recorded_long) as ref:
+        assert len(pred) == len(ref) - 1 and not pred.has("D")

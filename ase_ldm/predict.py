@@ -90,8 +90,8 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
             for t in steps:
                 target = ds.frame(t)
                 if sync:
-                    pred.reset()
-                    for k in range(max(0, t - pred.history), t):
+                    # the predictor keeps the last `history` observed frames: fill it once, then roll
+                    for k in range(max(0, t - pred.history) if t == start else t - 1, t):
                         f = ds.frame(k)
                         pred.observe(f.positions, f.nt_sR.sum(0), _paw(ds, k), f.numbers, f.cell)
                     nt, D = pred.predict(target.positions, numbers, target.cell, grid)

@@ -127,19 +127,22 @@ def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], ns
         D_sii[:] = D_asii[a]
 
 
-def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray], *,
+                       builder: Any = None) -> None:
     """Initialise ``calc`` for ``atoms`` with its first SCF starting from (nt_sR, D_asii).
 
     The calculation components are built as GPAW builds them for a cold start
     (``Parameters.create_dft_calculation_components``), except that the density is the given one:
     the potential and the initial LCAO wave functions are computed from it. Call before
-    ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``.
+    ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``. ``builder`` is GPAW's
+    component builder for these atoms when the caller has made one already.
     """
     from gpaw.new.calculation import DFT
 
     check_supported(calc)
     params, log = calc.params, calc.log
-    builder = params.dft_component_builder(atoms, log=log, comm=log.comm)
+    if builder is None:
+        builder = params.dft_component_builder(atoms, log=log, comm=log.comm)
     basis_set = builder.create_basis_set()
     scf_loop = builder.create_scf_loop()
     pot_calc = builder.create_potential_calculator()
@@ -183,9 +186,10 @@ def _make_guided_class():
             self.provider.reset()  # a fresh start (new cell or species) breaks the history
             if getattr(self.provider, "cold_start", False):
                 t0 = time.perf_counter()
-                guess = self.provider.predict(atoms, grid=_grid_of(self, atoms))
+                builder = self.params.dft_component_builder(atoms, log=self.log, comm=self.log.comm)
+                guess = self.provider.predict(atoms, grid=tuple(int(n) for n in builder.grid.size))
                 if guess is not None:
-                    start_from_density(self, atoms, *guess)
+                    start_from_density(self, atoms, *guess, builder=builder)
                     self.guess_seconds.append(time.perf_counter() - t0)
                     return
             super().create_new_calculation(atoms)
@@ -194,12 +198,6 @@ def _make_guided_class():
 
 
 _GUIDED = None
-
-
-def _grid_of(calc: Any, atoms: Atoms) -> tuple[int, int, int]:
-    """The coarse real-space grid GPAW will use for ``atoms`` with ``calc``'s parameters."""
-    builder = calc.params.dft_component_builder(atoms, log=calc.log, comm=calc.log.comm)
-    return tuple(int(n) for n in builder.grid.size)
 
 
 def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:

@@ -93,12 +93,10 @@ def _move_with_density(dft: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[n
     dft.pot_calc.move(dft.relpos_ac, atomdist)
     dft.ibzwfs.move(dft.relpos_ac, atomdist)
     dft.density.move(dft.relpos_ac, atomdist)
-    _write_density(dft.density, nt_sR, D_asii, len(dft.setups))
-    dft.density.normalize(dft.pot_calc.charge)
     dft.potential.move(atomdist)
     dft.scf_loop.hamiltonian.move(dft.relpos_ac)
     dft.scf_loop.mixer.move(dft.relpos_ac, atomdist)
-    dft.potential, dft.energies, _ = dft.pot_calc.calculate(dft.density, dft.ibzwfs, dft.potential.vHt_x)
+    inject_density(dft, nt_sR, D_asii)  # in place of density.update(ibzwfs); computes the potential
     mm_av = dft.results.get("non_collinear_magmoms")
     if mm_av is None:
         _, mm_av = dft.density.calculate_magnetic_moments()

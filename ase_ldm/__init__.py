@@ -1,32 +1,65 @@
-"""ase_ldm: learn and serve the dynamics of electron densities from GPAW AIMD."""
+"""ase_ldm: learn and serve the dynamics of electron densities from GPAW AIMD.
 
-from .data import DatasetError, DensityDataset, DensityRecorder, DensityWriter, Frame, open_dataset
+Datasets open without importing torch; the model names below load lazily.
+
+>>> import ase_ldm
+>>> with ase_ldm.open_dataset("li16.h5") as ds: ...
+>>> model = ase_ldm.load("li16-800K-sync")     # any family, by name or run directory
+"""
+
+from .data import DensityDataset, DensityRecorder, DensityWriter, Frame, open_dataset
+from .errors import AseLdmError, CheckpointError, DatasetError, InvalidInput, ModelMismatch, UnsupportedSetup
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "ase_ldm.core.registry",
+    "pretrained_names": "ase_ldm.core.registry",
+    "DensityModel": "ase_ldm.core.registry",
+    "DensitySurrogate": "ase_ldm.ldm.surrogate",
+    "SyncPredictor": "ase_ldm.sync.predictor",
+}
 
 
 def __getattr__(name: str):
     # torch-backed names load lazily: datasets open without importing torch
-    if name in ("load_model", "load_pretrained", "DensitySurrogate", "pretrained_names"):
-        from . import surrogate
+    import importlib
 
-        return getattr(surrogate, name)
-    if name == "SyncPredictor":
-        from .sync_predictor import SyncPredictor
-
-        return SyncPredictor
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "load_model":  # the name of the first releases
+        return importlib.import_module("ase_ldm.core.registry").load
+    if name == "load_pretrained":
+        return load_pretrained
     raise AttributeError(f"module 'ase_ldm' has no attribute {name!r}")
 
-__version__ = "0.1.0"
+
+def load_pretrained(name: str, device: str = "auto"):
+    """Load a model shipped with the package by name, e.g. ``load_pretrained("li16-800K-sync")``."""
+    from .core.registry import load, pretrained_names
+
+    if name not in pretrained_names():
+        raise CheckpointError(f"no pretrained model {name!r}; available: {', '.join(pretrained_names()) or 'none'}")
+    return load(name, device)
+
 
 __all__ = [
+    "AseLdmError",
+    "CheckpointError",
     "DatasetError",
+    "InvalidInput",
+    "ModelMismatch",
+    "UnsupportedSetup",
     "DensityDataset",
     "DensityRecorder",
     "DensityWriter",
     "Frame",
     "open_dataset",
+    "load",
     "load_model",
     "load_pretrained",
-    "DensitySurrogate",
     "pretrained_names",
+    "DensityModel",
+    "DensitySurrogate",
     "SyncPredictor",
 ]

@@ -19,43 +19,54 @@ charges).
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import Calculator, CalculatorSetupError, PropertyNotImplementedError, all_changes
 
-__all__ = ["DensityCalculator", "ModelMismatch"]
+from .core.fourier import fourier_interpolate
+from .errors import AseLdmError, InvalidInput, ModelMismatch
+
+__all__ = ["DensityCalculator", "CalculatorMismatch", "ModelMismatch"]
 
 
-class ModelMismatch(ValueError):
-    """The model does not fit the atoms or the MD (grid, cell, species, timestep)."""
+class CalculatorMismatch(ModelMismatch, CalculatorSetupError):
+    """The calculator's refusal: its model does not fit these atoms or this MD (an ASE
+    :class:`~ase.calculators.calculator.CalculatorSetupError` and an ase_ldm
+    :class:`~ase_ldm.errors.ModelMismatch`)."""
 
 
 class DensityCalculator(Calculator):
     """ASE calculator wrapping a trained density model and, optionally, a force calculator.
 
-    With an atom-synchronised model (e.g. ``"li16-800K-sync"``) the density is predicted from
-    the atoms of each step alone (the model's cold-start mode): no history, no synchronisation,
-    no timestep, and any cell with the model's grid spacing (the grid is the cell length divided
-    by that spacing). The paper's model instead advances its latent state step by step.
+    The model comes from :func:`ase_ldm.core.registry.load` and is used through its protocol
+    only. A model that needs no history (``min_history == 0``, e.g. ``"li16-800K-sync"``)
+    serves the density of each step's atoms alone by default: no synchronisation, no drift, and
+    any cell its grid spacing fits (:meth:`~ase_ldm.core.registry.DensityModel.grid_for`). A model
+    that needs history (the paper's ``"li16-800K"``) is synchronised from real densities and then
+    advances on its own predictions, one model step per ``stride`` MD steps.
 
     Parameters
     ----------
-    model : str, DensitySurrogate or SyncPredictor
+    model : str or DensityModel
         A pretrained name, a run directory, or a loaded model.
     calc : ASE calculator, optional
         Supplies energy, forces and stress. A GPAW calculator can also synchronise the model.
     timestep_fs : float, optional
-        The MD timestep. Checked against the model's: ``timestep_fs * stride`` must equal it.
-        Default: the model's timestep (one model step per MD step).
+        The MD timestep. For a model that reads history it is checked against the model's:
+        ``timestep_fs * stride`` must equal it. Default: the model's timestep.
     stride : int
         MD steps per model step.
+    history : int, optional
+        Past steps a prediction reads (default: the fewest the model needs).
     resync_every : int
         Re-synchronise from the wrapped GPAW calculator's density every this many model steps
         (0: only at the first step).
     sampler, sampler_steps, seed : str, int, int
-        DDIM (deterministic, default) or DDPM, its steps, and the noise seed.
+        For generative models: DDIM (deterministic, default) or DDPM, its steps, the noise seed.
     record : str, optional
         Append every served density, with the atoms, to this dataset file.
     device : str
@@ -63,88 +74,121 @@ class DensityCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "pseudo_density"]
-    default_parameters: dict[str, Any] = {"model": None, "timestep_fs": None, "stride": 1, "resync_every": 0,
-                                          "sampler": "ddim", "sampler_steps": 20, "seed": 0, "record": None,
-                                          "device": "auto"}
+    default_parameters: dict[str, Any] = {"model": None, "timestep_fs": None, "stride": 1, "history": None,
+                                          "resync_every": 0, "sampler": "ddim", "sampler_steps": 20, "seed": 0,
+                                          "record": None, "device": "auto"}
 
     def __init__(self, model: Any, calc: Calculator | None = None, **kwargs: Any) -> None:
-        from .surrogate import DensitySurrogate, load_model
-        from .sync_predictor import SyncPredictor, is_sync_model
+        from .core.registry import load
 
-        name = model if isinstance(model, str) else str(getattr(model, "meta", {}).get("name", "model"))
+        name = model if isinstance(model, str) else str(getattr(model, "name", "model"))
         super().__init__(model=str(name), **kwargs)
         p = self.parameters
         self.calc = calc
         self._writer = None
         self._n_R: np.ndarray | None = None
-        self.sync: SyncPredictor | None = None
-        if isinstance(model, SyncPredictor) or (isinstance(model, str) and is_sync_model(model)):
-            # atom-synchronised model: the density of the atoms as they are, from the atoms alone
-            self.sync = model if isinstance(model, SyncPredictor) else SyncPredictor.load(model, device=p["device"])
-            self.sync.max_history = 0
-            self._md_timestep_fs = float(p["timestep_fs"] or self.sync.timestep_fs or 1.0)
-            return
-        self.surrogate = model if isinstance(model, DensitySurrogate) else load_model(model, device=p["device"])
-        stride = int(p["stride"])
-        if stride < 1:
-            raise ModelMismatch(f"stride must be a positive integer, got {p['stride']}")
-        dt = self.surrogate.timestep_fs if p["timestep_fs"] is None else float(p["timestep_fs"])
-        if abs(dt * stride - self.surrogate.timestep_fs) > 1e-6:
-            raise ModelMismatch(
-                f"MD timestep {dt} fs x stride {stride} != the model's timestep {self.surrogate.timestep_fs} fs; "
-                f"use timestep {self.surrogate.timestep_fs / stride:g} fs, or stride "
-                f"{self.surrogate.timestep_fs / dt:g} if that is an integer")
-        self._md_timestep_fs = self.surrogate.timestep_fs / stride
-        self._z = None
+        try:
+            self.model = load(model, device=p["device"]) if isinstance(model, (str, os.PathLike)) else model
+            self.model.max_history = self.model.min_history if p["history"] is None else p["history"]
+            if hasattr(self.model, "set_sampler"):
+                self.model.set_sampler(p["sampler"], p["sampler_steps"])
+            self.model.seed(int(p["seed"]))
+        except AseLdmError as err:
+            raise CalculatorMismatch(str(err)) from None
+        stride = p["stride"]
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise CalculatorMismatch(f"stride must be a positive integer, got {stride!r}")
+        dt_model = self.model.timestep_fs
+        dt = p["timestep_fs"]
+        if dt is not None and not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+            raise CalculatorMismatch(f"timestep_fs must be a positive number of femtoseconds, got {dt!r}")
+        if self.model.max_history > 0 and dt_model is not None:
+            dt = dt_model / stride if dt is None else float(dt)
+            if abs(dt * stride - dt_model) > 1e-6:
+                raise CalculatorMismatch(
+                    f"MD timestep {dt} fs x stride {stride} != the model's timestep {dt_model} fs; use timestep "
+                    f"{dt_model / stride:g} fs, or stride {dt_model / dt:g} if that is an integer")
+        self._md_timestep_fs = float(dt or dt_model or 1.0)
+        self._observed = 0
         self._md_steps = 0
         self._model_steps = 0
-        self._last_positions: np.ndarray | None = None
-        import torch
-
-        self._gen = torch.Generator(device=self.surrogate.device).manual_seed(int(p["seed"]))
+        self._last_state: tuple[bytes, bytes] | None = None
 
     # -- checks and synchronisation ------------------------------------------------------
-    def check_atoms(self, atoms: Atoms) -> None:
-        """Refuse atoms whose species, cell or periodicity differ from the model's system."""
-        if self.sync is not None:
-            if not atoms.pbc.all():
-                raise ModelMismatch("the model is periodic: atoms need pbc=True in all directions")
-            try:
-                self.sync.check_setup(atoms.numbers, atoms.cell[:], self._sync_grid(atoms))
-            except ValueError as err:
-                raise ModelMismatch(str(err)) from None
-            return
-        sur = self.surrogate
-        if len(atoms) != len(sur.numbers) or np.any(atoms.numbers != sur.numbers):
-            raise ModelMismatch(f"atoms {atoms.get_chemical_formula()} differ from the model's training system "
-                                f"({len(sur.numbers)} atoms, Z = {sorted(set(sur.numbers.tolist()))})")
-        if not atoms.pbc.all():
-            raise ModelMismatch("the model is periodic: atoms need pbc=True in all directions")
-        if np.abs(atoms.cell[:] - sur.cell).max() > 1e-4:
-            raise ModelMismatch(f"cell {atoms.cell.cellpar().round(4).tolist()} differs from the model's "
-                                f"{__import__('ase').cell.Cell(sur.cell).cellpar().round(4).tolist()}")
+    def grid_for(self, atoms: Atoms) -> tuple[int, int, int]:
+        """The grid the model serves for these atoms' cell."""
+        return self.model.grid_for(atoms.cell[:])
 
-    def synchronize(self, n_prev: np.ndarray, n: np.ndarray) -> None:
-        """Restart the model's state from two consecutive real densities (e/Angstrom^3)."""
-        self._z = self.surrogate.encode(n_prev, n)
-        self._n_R = self.surrogate.check_density(n).astype(np.float64)
+    def check_atoms(self, atoms: Atoms) -> None:
+        """Refuse atoms whose species, cell or periodicity the model cannot serve."""
+        if not atoms.pbc.all():
+            raise CalculatorMismatch("the model is periodic: atoms need pbc=True in all directions")
+        if not np.all(np.isfinite(atoms.positions)):
+            raise CalculatorMismatch("atoms have non-finite positions")
+        try:
+            self.model.check_setup(atoms.numbers, atoms.cell[:], self.grid_for(atoms))
+        except AseLdmError as err:
+            raise CalculatorMismatch(str(err)) from None
+
+    def synchronize(self, n_prev: np.ndarray, n: np.ndarray, atoms: Atoms | None = None) -> None:
+        """Restart the model's history from two consecutive real densities (e/Angstrom^3, spins summed).
+
+        ``atoms`` (default: the attached atoms) are those of ``n``; a model that needs PAW
+        matrices in its history cannot be synchronised from densities alone.
+        """
+        atoms = atoms if atoms is not None else self.atoms
+        if atoms is None:
+            raise CalculatorMismatch("synchronize needs the atoms of the densities: attach the calculator first "
+                                     "(atoms.calc = calc) or pass atoms=...")
+        if self.model.predicts_D and self.model.max_history > 0:
+            raise CalculatorMismatch("this model reads PAW matrices in its history; synchronise it by wrapping "
+                                     "a GPAW calculator instead")
+        self.model.reset()
+        self._observed = 0
+        for dens in (n_prev, n):
+            self._observe(atoms, np.asarray(dens, np.float64), None)
+        self._n_R = np.asarray(n, np.float64).copy()
         self._model_steps = 0
 
-    def _gpaw_density(self, atoms: Atoms) -> np.ndarray | None:
-        """The wrapped GPAW calculator's converged density at ``atoms`` (spins summed), if any."""
+    def _observe(self, atoms: Atoms, n: np.ndarray, D: np.ndarray | None, predicted: bool = False) -> None:
+        try:
+            self.model.observe(atoms.positions, n, D, atoms.numbers, atoms.cell[:], predicted=predicted)
+        except AseLdmError as err:
+            raise CalculatorMismatch(str(err)) from None
+        self._observed += 1
+
+    def _gpaw_density(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray] | None:
+        """The wrapped GPAW calculator's converged density (spins summed) and spin-paired PAW
+        matrices at ``atoms``, if it is a new-code GPAW calculator."""
         if self.calc is None or not hasattr(type(self.calc), "dft"):  # new-code GPAW has a dft property
             return None
-        from .data.gpaw_io import nt_sR_from_gpaw
+        from .data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
 
         self.calc.get_property("energy", atoms)  # converged at these positions
-        return nt_sR_from_gpaw(self.calc).sum(0)
+        D = np.stack([np.asarray(D_sii).sum(0) for D_sii in D_asii_from_gpaw(self.calc)])
+        return nt_sR_from_gpaw(self.calc).sum(0), D
 
-    def _advance(self) -> None:
-        """One model step: sample the next latent and decode (renormalised to the current count)."""
-        count = float(self._n_R.sum() * self.surrogate.dV)
-        self._z = self.surrogate.predict_next(self._z, self.parameters["sampler"],
-                                              int(self.parameters["sampler_steps"]), self._gen)
-        self._n_R = self.surrogate.decode(self._z, count)[0]
+    def _synchronize_from_gpaw(self, atoms: Atoms) -> bool:
+        """Observe GPAW's density at ``atoms`` (repeated up to the model's minimum history)."""
+        real = self._gpaw_density(atoms)
+        if real is None:
+            return False
+        self._observe(atoms, *real)
+        while self._observed < self.model.min_history:
+            self._observe(atoms, *real)
+        self._n_R = real[0]
+        self._model_steps = 0
+        return True
+
+    def _advance(self, atoms: Atoms) -> None:
+        """One model step: predict the density at ``atoms`` and feed it back as history."""
+        try:
+            n, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms))
+        except AseLdmError as err:
+            raise CalculatorMismatch(str(err)) from None
+        if self.model.max_history > 0:
+            self._observe(atoms, n, D, predicted=True)
+        self._n_R = n
         self._model_steps += 1
 
     # -- the ASE contract ----------------------------------------------------------------
@@ -169,37 +213,25 @@ class DensityCalculator(Calculator):
         if self.parameters["record"]:
             self._record(atoms)
 
-    def _sync_grid(self, atoms: Atoms) -> tuple[int, int, int]:
-        """The grid with the synchronised model's spacing on this cell."""
-        n = np.round(atoms.cell.lengths() / self.sync.grid_spacing).astype(int)
-        return tuple(int(max(k, 1)) for k in n)
-
     def _update_density(self, atoms: Atoms) -> None:
-        if self.sync is not None:
-            nt, _ = self.sync.predict(atoms.positions, atoms.numbers, atoms.cell[:], self._sync_grid(atoms))
-            self._n_R = nt
+        state = (atoms.positions.tobytes(), atoms.cell[:].tobytes())
+        moved = self._last_state is not None and state != self._last_state
+        self._last_state = state
+        if self._observed < self.model.min_history and self.model.max_history > 0:
+            if not self._synchronize_from_gpaw(atoms):
+                raise CalculatorMismatch("the model has no history yet: call synchronize(n_prev, n) with two real "
+                                         "densities, or wrap a GPAW calculator to synchronise from")
             return
-        moved = self._last_positions is not None and not np.array_equal(self._last_positions, atoms.positions)
-        self._last_positions = atoms.positions.copy()
-        if self._z is None:
-            n = self._gpaw_density(atoms)
-            if n is None:
-                raise RuntimeError("the model has no state yet: call synchronize(n_prev, n) with two real "
-                                   "densities, or wrap a GPAW calculator to synchronise from")
-            self.synchronize(n, n)
+        if self._n_R is not None and not moved:
             return
-        if not moved:
-            return
-        self._md_steps += 1
-        if self._md_steps % int(self.parameters["stride"]):
-            return  # between model steps the last density is served
-        k = int(self.parameters["resync_every"])
-        if k and self._model_steps + 1 >= k:
-            n = self._gpaw_density(atoms)
-            if n is not None:
-                self.synchronize(self._n_R, n)
+        if self._n_R is not None:
+            self._md_steps += 1
+            if self._md_steps % int(self.parameters["stride"]):
+                return  # between model steps the last density is served
+            k = int(self.parameters["resync_every"])
+            if k and self._model_steps + 1 >= k and self._synchronize_from_gpaw(atoms):
                 return
-        self._advance()
+        self._advance(atoms)
 
     def _record(self, atoms: Atoms) -> None:
         from .data.schema import Frame
@@ -221,16 +253,19 @@ class DensityCalculator(Calculator):
         ``spin=None`` and half of it for ``spin=0`` or ``1``. ``gridrefinement=2`` interpolates
         by Fourier zero-padding (the density is periodic).
         """
+        if self.atoms is None:
+            raise CalculatorMismatch("no atoms yet: attach the calculator (atoms.calc = calc) before asking for "
+                                     "the density")
         n = self.get_property("pseudo_density")
         if spin is not None:
             if spin not in (0, 1):
-                raise ValueError(f"spin must be None, 0 or 1, got {spin}")
+                raise InvalidInput(f"spin must be None, 0 or 1, got {spin}")
             n = 0.5 * n
         if gridrefinement == 1:
             return n
         if gridrefinement != 2:
-            raise ValueError("gridrefinement must be 1 or 2")
-        return _fourier_interpolate(n, 2)
+            raise InvalidInput(f"gridrefinement must be 1 or 2, got {gridrefinement}")
+        return fourier_interpolate(n, 2)
 
     def todict(self, skip_default: bool = True) -> dict[str, Any]:
         d = super().todict(skip_default)
@@ -243,13 +278,3 @@ class DensityCalculator(Calculator):
             self._writer.close()
             self._writer = None
 
-
-def _fourier_interpolate(n: np.ndarray, factor: int) -> np.ndarray:
-    """Periodic band-limited interpolation onto a grid ``factor`` times finer."""
-    N = np.array(n.shape)
-    F = np.fft.fftshift(np.fft.fftn(n))
-    M = N * factor
-    G = np.zeros(M, complex)
-    lo = (M - N) // 2
-    G[lo[0]:lo[0] + N[0], lo[1]:lo[1] + N[1], lo[2]:lo[2] + N[2]] = F
-    return np.real(np.fft.ifftn(np.fft.ifftshift(G))) * factor**3

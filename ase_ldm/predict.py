@@ -1,14 +1,15 @@
 """One-step-ahead predictions over a whole trajectory, written as a dataset.
 
-For every frame t >= ``start`` (default 1) of the input, the model predicts the density of frame t from the
-converged frames before it (up to its history: three for the synchronised model, so frames 1
-and 2 use one and two) and, for the synchronised model, from the atoms of frame t. The output
-frames carry frame t's atoms and time, so ``ase-ldm evaluate OUT --reference DATA`` scores them
-pointwise. The paper's latent model (which sees no atoms) predicts from frames t-2 and t-1
-(frame 1 from frame 0 twice) with deterministic DDIM.
+For every frame t >= ``start`` (default 1) of the input, the model predicts the density of frame t
+from the converged frames before it (up to the history it reads; at the start of the data, the
+first frame is repeated up to the history the model needs) and from the atoms of frame t. The
+output frames carry frame t's atoms and time, so ``ase-ldm evaluate OUT --reference DATA`` scores
+them pointwise. Any model the registry loads works the same way (:mod:`ase_ldm.core.registry`);
+prediction ``t`` uses seed ``t``, so generative models are reproducible frame by frame.
 
 Frames are appended one at a time: an interrupted run keeps what it wrote, and ``resume``
-continues after the last complete frame.
+continues after the last complete frame, after checking that the output was made by the same
+model, data, first frame and history.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .data.schema import DatasetError, Frame
+from .data.schema import Frame
 from .data.store import DensityWriter, open_dataset
+from .errors import DatasetError, InvalidInput, ModelMismatch
 
 __all__ = ["predict_to_dataset"]
 
 
 def _paw(ds: Any, t: int) -> np.ndarray:
+    """Spin-paired PAW matrices of frame t, (Na, ni, ni)."""
     return np.stack([np.asarray(D)[0] for D in ds.D_asii(t)])
 
 
@@ -34,14 +37,26 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
                        overwrite: bool = False, progress: bool = True) -> int:
     """Write the model's one-step predictions of frames ``start`` ... T-1 of ``data`` to ``out``.
 
+    Parameters
+    ----------
+    model : pretrained name or run directory
+    data : dataset of converged frames (with PAW matrices for models that read them)
+    out : output dataset
+    history : past frames a prediction reads (default: all the model reads; 0: atoms only)
+    start : first frame to predict
+    resume, overwrite : continue an interrupted output, or replace an existing one
+
     Returns the number of frames in ``out``.
     """
-    from .sync_predictor import SyncPredictor, is_sync_model
+    from .core.registry import load, model_dir
 
     out = Path(out)
-    sync = is_sync_model(model)
-    attrs_new = {"source": f"ase-ldm predict {model}", "predicted_from": str(data), "model": str(model),
-                 "prediction": "one step ahead from converged frames", "first_frame": int(start)}
+    if out.exists() and not (resume or overwrite):
+        raise DatasetError(f"{out} exists; continue it with --resume or replace it with --force")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise InvalidInput(f"start must be an integer frame index, got {start!r}")
+    mdl = load(model, device=device, **({} if history is None else {"max_history": history}))
+    H = mdl.max_history
     with open_dataset(data) as ds:
         if len(ds) < 2:
             raise DatasetError(f"{data}: {len(ds)} frame(s); one-step predictions need at least 2")
@@ -49,63 +64,51 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
             raise DatasetError(f"{data}: spin-polarised; the models are spin-paired")
         first = int(start)
         if not 1 <= first < len(ds):
-            raise ValueError(f"start must be between 1 and {len(ds) - 1}, got {start}")
+            raise InvalidInput(f"start must be between 1 and {len(ds) - 1}, got {start}")
+        numbers, grid = ds.numbers, ds.grid
+        mdl.check_setup(numbers, ds.cell(0), grid)
+        if H > 0 and mdl.timestep_fs is not None and abs(float(mdl.timestep_fs) - ds.frame_interval_fs) > 1e-6:
+            raise ModelMismatch(f"{data}: frames are {ds.frame_interval_fs} fs apart, the model's history steps "
+                                f"{mdl.timestep_fs} fs; use data recorded every {mdl.timestep_fs} fs"
+                                + (", or --history 0 (atoms only)" if mdl.min_history == 0 else ""))
+        need_D = mdl.predicts_D and H > 0
+        if need_D and not ds.has("D"):
+            raise DatasetError(f"{data}: no PAW matrices (D); this model reads them as history (or use --history 0)")
+        attrs_new = {"source": f"ase-ldm predict {model}", "predicted_from": str(Path(data).resolve()),
+                     "model": str(model_dir(model).resolve()), "prediction": "one step ahead from converged frames",
+                     "first_frame": first, "history": H}
+        t0 = first
         if out.exists() and resume:
             with open_dataset(out) as done:
-                if (done.attrs.get("predicted_from") != str(data) or done.attrs.get("model") != str(model)
-                        or done.attrs.get("first_frame") != first):
-                    raise DatasetError(f"{out} holds predictions of another model, dataset or first frame; "
-                                       "use another output")
-                start = first + len(done)
-        numbers, grid = ds.numbers, ds.grid
-        if sync:
-            pred = SyncPredictor.load(model, device=device, max_history=history)
-            need_D = True
-            dt_model = pred.timestep_fs
-            if dt_model is not None and (history is None or history > 0) and \
-                    abs(float(dt_model) - ds.timestep_fs) > 1e-6:
-                raise DatasetError(f"{data}: frames are {ds.timestep_fs} fs apart, the model's history steps "
-                                   f"{dt_model} fs; use data recorded every {dt_model} fs, or --history 0 "
-                                   "(atoms only)")
-            if not ds.has("D"):
-                raise DatasetError(f"{data}: no PAW matrices (D); the synchronised model needs them as history")
-        else:
-            from .surrogate import load_model
-
-            sur = load_model(model, device=device)
-            need_D = False
-            import torch
-
-            gen = torch.Generator(device=sur.device)
+                old = {k: done.attrs.get(k) for k in ("predicted_from", "model", "first_frame", "history")}
+                if old != {k: attrs_new[k] for k in old}:
+                    diff = {k: (old[k], attrs_new[k]) for k in old if old[k] != attrs_new[k]}
+                    raise DatasetError(f"{out} holds predictions made otherwise ({diff}); use another output or "
+                                       "--force to replace it")
+                t0 = first + len(done)
         writer = DensityWriter(out, append=resume, overwrite=overwrite and not resume,
                                attrs={**attrs_new, "timestep_fs": ds.timestep_fs,
                                       **{k: v for k, v in ds.attrs.items() if k in ("xc", "mode", "gpaw_version")}})
-        steps = range(start, len(ds))
+        steps = range(t0, len(ds))
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=f"predict -> {out.name}", unit="frame", initial=start - first,
+            steps = tqdm(steps, desc=f"predict -> {out.name}", unit="frame", initial=t0 - first,
                          total=len(ds) - first)
         try:
             for t in steps:
+                # the model keeps the last H observed frames: fill them once, then roll
+                past = list(range(max(0, t - H), t)) if t == t0 else ([t - 1] if H else [])
+                if t == t0 and past:
+                    past = [past[0]] * max(0, mdl.min_history - len(past)) + past
+                for k in past:
+                    f = ds.frame(k)
+                    mdl.observe(f.positions, f.nt_sR.sum(0), _paw(ds, k) if need_D else None, f.numbers, f.cell)
                 target = ds.frame(t)
-                if sync:
-                    # the predictor keeps the last `history` observed frames: fill it once, then roll
-                    for k in range(max(0, t - pred.history) if t == start else t - 1, t):
-                        f = ds.frame(k)
-                        pred.observe(f.positions, f.nt_sR.sum(0), _paw(ds, k), f.numbers, f.cell)
-                    nt, D = pred.predict(target.positions, numbers, target.cell, grid)
-                    D_asii = [D_a[None] for D_a in D]
-                else:
-                    n1 = ds.nt(t - 1).sum(0)
-                    n0 = ds.nt(max(t - 2, 0)).sum(0)
-                    gen.manual_seed(t)
-                    z = sur.encode(n0, n1)
-                    nt = sur.decode(sur.predict_next(z, "ddim", 20, gen), float(n1.sum() * sur.dV))[0]
-                    D_asii = None
+                nt, D = mdl.predict(target.positions, numbers, target.cell, grid, seed=t)
                 writer.append(Frame(nt_sR=np.maximum(nt, 1e-10)[None].astype(np.float32), positions=target.positions,
                                     cell=target.cell, numbers=target.numbers, time_fs=target.time_fs,
-                                    D_asii=D_asii if need_D else None, pbc=target.pbc))
+                                    D_asii=None if D is None else [D_a[None] for D_a in D], pbc=target.pbc))
         finally:
             writer.close()
     with open_dataset(out) as done:

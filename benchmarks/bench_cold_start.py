@@ -16,8 +16,8 @@ import time
 
 from ase_ldm.data import open_dataset
 from ase_ldm.data.gpaw_io import calculator_from_provenance
-from ase_ldm.gpaw_hook import guided_gpaw, start_from_density
-from ase_ldm.providers import make_provider
+from ase_ldm.scf.hook import guided_gpaw, start_from_density
+from ase_ldm.scf.providers import make_provider
 
 
 def main() -> None:

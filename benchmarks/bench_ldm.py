@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ase_ldm import load_model
 from ase_ldm.analysis.evaluate import evaluate
 from ase_ldm.analysis.plots import plot_histograms, plot_structure_factor
 from ase_ldm.data import open_dataset
-from ase_ldm.rollout import rollout_to_datasets
-from ase_ldm.surrogate import load_model
+from ase_ldm.ldm.rollout import rollout_to_datasets
 
 
 def held_out(data: Path, run: Path) -> tuple[int, int]:
@@ -123,7 +123,7 @@ def gpaw_md_step_seconds(args) -> float:
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from ase_ldm.aimd import AIMDSettings, make_gpaw
+    from ase_ldm.data.aimd import AIMDSettings, make_gpaw
 
     with open_dataset(args.data) as ds:
         atoms = ds.atoms(100)

@@ -17,8 +17,8 @@ import numpy as np
 
 from ase_ldm.data import open_dataset
 from ase_ldm.data.gpaw_io import calculator_from_provenance
-from ase_ldm.gpaw_hook import guided_gpaw
-from ase_ldm.providers import make_provider
+from ase_ldm.scf.hook import guided_gpaw
+from ase_ldm.scf.providers import make_provider
 
 
 class Mixed:
@@ -69,12 +69,12 @@ def main() -> None:
     for name, ent, eD in variants:
         calc = calculator_from_provenance(ds.attrs, ds.grid)
         if "@" in name:
-            from ase_ldm.providers import SyncProvider
-            from ase_ldm.sync_predictor import SyncPredictor
+            from ase_ldm import load
+            from ase_ldm.scf.providers import ModelProvider
 
             model, k = name.split("@")
-            base = SyncProvider(SyncPredictor.load(model, device="cpu", symmetry_average=int(k)))
-            base.name = f"sync:{model} averaged over {k} symmetry operations"
+            base = ModelProvider(load(model, device="cpu", symmetry_average=int(k)))
+            base.name = f"model:{model} averaged over {k} symmetry operations"
         else:
             base = make_provider(name, calc)
         prov = Mixed(base, ds, ent, eD)

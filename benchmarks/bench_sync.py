@@ -28,10 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ase_ldm.analysis.baselines import baseline_frames
+from ase_ldm.core.extrapolation import extrapolate
 from ase_ldm.data import open_dataset
-from ase_ldm.models.sync import unpack_D
-from ase_ldm.sync_data import series_from_dataset
-from ase_ldm.sync_predictor import SyncPredictor
+from ase_ldm.sync.net import unpack_D
+from ase_ldm.sync.predictor import SyncPredictor
+from ase_ldm.sync.series import series_from_dataset
 
 
 def _D(frame_D: list[np.ndarray]) -> np.ndarray:
@@ -89,7 +90,6 @@ def main() -> None:
         auto.observe(ds.array("positions", k, k + 1)[0], ds.nt(k).sum(0), _D(ds.D_asii(k)), numbers, cell)
     auto_err: dict[int, float] = {}
     seconds = []
-    W = (3.0, -3.0, 1.0)
     for i, t in enumerate(tqdm(range(args.start, stop), desc="bench-sync")):
         j = t - first
         ref = (series.p[j] + series.r[j]).double().numpy()
@@ -97,11 +97,11 @@ def main() -> None:
         nts = [ds.nt(t - k).sum(0).astype(np.float64) for k in (1, 2, 3)]
         Ds = [_D(ds.D_asii(t - k)).astype(np.float64) for k in (1, 2, 3)]
         scores["persistence"].add(nts[0], ref, dV, Ds[0], D_ref)
-        scores["quadratic"].add(sum(c * x for c, x in zip(W, nts)), ref, dV, sum(c * x for c, x in zip(W, Ds)), D_ref)
+        scores["quadratic"].add(extrapolate(nts), ref, dV, extrapolate(Ds), D_ref)
         p = series.p[j].double().numpy()
-        r_hat = sum(c * series.r[j - k].double().numpy() for c, k in zip(W, (1, 2, 3)))
+        r_hat = extrapolate([series.r[j - k].double().numpy() for k in (1, 2, 3)])
         scores["learned prior"].add(p, ref, dV, None, D_ref)
-        scores["learned prior + quadratic residual"].add(p + r_hat, ref, dV, sum(c * x for c, x in zip(W, Ds)), D_ref)
+        scores["learned prior + quadratic residual"].add(p + r_hat, ref, dV, extrapolate(Ds), D_ref)
         for name, it in gpaw.items():
             f = next(it)
             scores[name].add(f.nt_sR.sum(0).astype(np.float64), ref, dV,

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from ase_ldm.sync_predictor import SyncPredictor
+from ase_ldm.sync.predictor import SyncPredictor
 
 torch.backends.cudnn.benchmark = True
 pred = SyncPredictor.load("li16-800K-sync", device="cuda")

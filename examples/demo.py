@@ -24,8 +24,8 @@ from pathlib import Path
 from ase_ldm.analysis.plots import plot_slices
 from ase_ldm.cli.info import format_summary
 from ase_ldm.cli.main import main as cli
+from ase_ldm.core.registry import pretrained_names
 from ase_ldm.data import open_dataset
-from ase_ldm.surrogate import pretrained_names
 
 SMALL_MODEL = {
     "epochs": 25, "batch_size": 8, "lr": 1e-3, "seed": 0, "test_fraction": 0.25,

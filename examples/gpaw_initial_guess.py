@@ -19,9 +19,9 @@ from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from gpaw import GPAW
 
-from ase_ldm.aimd import li_liquid
+from ase_ldm.data.aimd import li_liquid
 from ase_ldm.data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
-from ase_ldm.gpaw_hook import GuidedGPAW, start_from_density
+from ase_ldm.scf.hook import GuidedGPAW, start_from_density
 
 
 def main() -> None:

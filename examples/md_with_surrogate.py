@@ -18,8 +18,8 @@ from ase import units
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
-from ase_ldm.aimd import AIMDSettings, li_liquid, make_gpaw
 from ase_ldm.calculator import DensityCalculator
+from ase_ldm.data.aimd import AIMDSettings, li_liquid, make_gpaw
 from ase_ldm.data.importers import write_cube
 
 

@@ -10,8 +10,9 @@ from ase import units
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.verlet import VelocityVerlet
 
-from ase_ldm.calculator import DensityCalculator, ModelMismatch
+from ase_ldm.calculator import DensityCalculator
 from ase_ldm.data import open_dataset
+from ase_ldm.errors import ModelMismatch
 
 pytest.importorskip("gpaw")
 
@@ -19,7 +20,7 @@ pytest.importorskip("gpaw")
 def gpaw_calc():
     from conftest import tiny_settings
 
-    from ase_ldm.aimd import make_gpaw
+    from ase_ldm.data.aimd import make_gpaw
 
     return make_gpaw(tiny_settings())
 
@@ -41,9 +42,9 @@ def test_md_pulls_a_density_every_step(trained, recorded_long, tmp_path):
     dyn.run(3)
     assert len(densities) == 4 and densities[0].shape == (12, 12, 12)
     assert all(d.min() > 0 for d in densities)
-    count = densities[0].sum() * calc.surrogate.dV
+    count = densities[0].sum() * calc.model.dV
     for d in densities:
-        assert d.sum() * calc.surrogate.dV == pytest.approx(count, rel=1e-5)  # electron count kept
+        assert d.sum() * calc.model.dV == pytest.approx(count, rel=1e-5)  # electron count kept
     assert not np.allclose(densities[1], densities[0])  # the model advanced
     assert calc.get_property("pseudo_density") is not None
     np.testing.assert_allclose(calc.get_pseudo_density(spin=0) * 2, densities[-1])
@@ -114,7 +115,7 @@ def test_without_force_calculator(trained, recorded_long):
         atoms = ds.atoms(8)
     calc = DensityCalculator(str(trained[0]))
     atoms.calc = calc
-    with pytest.raises(RuntimeError, match="synchronize"):
+    with pytest.raises(ModelMismatch, match="synchronize"):
         calc.get_property("pseudo_density", atoms)
     calc.synchronize(n_prev, n)
     np.testing.assert_allclose(calc.get_property("pseudo_density", atoms), n[0], rtol=1e-6)

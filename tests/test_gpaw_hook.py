@@ -12,8 +12,9 @@ from ase.md.verlet import VelocityVerlet  # noqa: E402
 from conftest import li2  # noqa: E402
 
 from ase_ldm.data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw  # noqa: E402
-from ase_ldm.gpaw_hook import GuidedGPAW, UnsupportedSetup, guided_gpaw, start_from_density  # noqa: E402
-from ase_ldm.providers import Extrapolate, make_provider  # noqa: E402
+from ase_ldm.errors import UnsupportedSetup
+from ase_ldm.scf.hook import GuidedGPAW, guided_gpaw, start_from_density  # noqa: E402
+from ase_ldm.scf.providers import Extrapolate, make_provider  # noqa: E402
 
 GPAW_KW = dict(mode={"name": "pw", "ecut": 200.0}, xc="PBE", kpts=(1, 1, 1),
                occupations={"name": "fermi-dirac", "width": 0.1}, txt=None)

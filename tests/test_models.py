@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ase_ldm.config import AutoencoderConfig, DiffusionConfig, LossConfig, ModelConfig
-from ase_ldm.losses import jsd, scaled_jsd, soft_histogram
-from ase_ldm.models import Autoencoder, DensityLDM, LinearSchedule
-from ase_ldm.sampling import ddim_sample, ddpm_sample
-from ase_ldm.transforms import LogNormalTransform, fit_transform, renormalize
+from ase_ldm.ldm import Autoencoder, DensityLDM, LinearSchedule
+from ase_ldm.ldm.config import AutoencoderConfig, DiffusionConfig, LossConfig, ModelConfig
+from ase_ldm.ldm.diffusion import ddim_sample, ddpm_sample
+from ase_ldm.ldm.losses import jsd, scaled_jsd, soft_histogram
+from ase_ldm.ldm.transforms import LogNormalTransform, fit_transform, renormalize
 
 SMALL = ModelConfig(autoencoder=AutoencoderConfig(channels=(4, 8, 16, 16), latent_dim=12),
                     diffusion=DiffusionConfig(steps=30, hidden=32, layers=2, embedding_dim=8))
@@ -141,7 +141,7 @@ def test_ddpm_posterior_mean_equals_the_epsilon_form_without_clipping():
 
 
 def test_clip_norm():
-    from ase_ldm.sampling import clip_norm
+    from ase_ldm.ldm.diffusion import clip_norm
 
     z = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
     out = clip_norm(z, clip=1.0)  # limit 1 * sqrt(2)

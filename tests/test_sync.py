@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import tiny_sync_config
 
-from ase_ldm.config import SyncConfig
-from ase_ldm.models.sync import SyncNet, pack_D, sample_at_atoms, unpack_D
-from ase_ldm.prior import RadialPrior, fit_radial_prior
+from ase_ldm.sync.config import SyncConfig
+from ase_ldm.sync.net import SyncNet, pack_D, sample_at_atoms, unpack_D
+from ase_ldm.sync.prior import RadialPrior, fit_radial_prior
 
 LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
 
@@ -141,7 +141,7 @@ def test_training_improves_and_checkpoints(trained_sync):
 def test_resume_reproduces_uninterrupted_training(recorded_long, trained_sync, tmp_path):
     from safetensors.torch import load_file
 
-    from ase_ldm.sync_training import train_sync
+    from ase_ldm.sync.training import train_sync
 
     run = tmp_path / "r"
     train_sync(recorded_long, run, tiny_sync_config(), n_train=11, progress=False, stop_after=4)
@@ -158,15 +158,15 @@ def test_resume_reproduces_uninterrupted_training(recorded_long, trained_sync, t
 
 
 def test_predictor_checks_and_predicts(trained_sync, recorded_long):
-    from ase_ldm.checkpoint import CheckpointError
     from ase_ldm.data import open_dataset
-    from ase_ldm.surrogate import load_model
-    from ase_ldm.sync_predictor import SyncPredictor
+    from ase_ldm.errors import CheckpointError
+    from ase_ldm.ldm.surrogate import DensitySurrogate
+    from ase_ldm.sync.predictor import SyncPredictor
 
     run, _ = trained_sync
     pred = SyncPredictor.load(run, device="cpu")
-    with pytest.raises(CheckpointError, match="synchronised"):
-        load_model(run)
+    with pytest.raises(CheckpointError, match="not a latent diffusion model"):
+        DensitySurrogate.load(run)
     with open_dataset(recorded_long) as ds:
         f = [ds.frame(i) for i in range(4)]
         D = [np.stack([d[0] for d in ds.D_asii(i)]) for i in range(4)]
@@ -191,8 +191,8 @@ def test_predictor_checks_and_predicts(trained_sync, recorded_long):
 
 def test_pack_roundtrip(trained_sync, recorded_long, tmp_path):
     from ase_ldm.data import open_dataset
-    from ase_ldm.sync_data import load_pack, save_pack, series_from_dataset
-    from ase_ldm.sync_predictor import SyncPredictor
+    from ase_ldm.sync.predictor import SyncPredictor
+    from ase_ldm.sync.series import load_pack, save_pack, series_from_dataset
 
     prior = SyncPredictor.load(trained_sync[0], device="cpu").prior
     with open_dataset(recorded_long) as ds:
@@ -235,12 +235,12 @@ def test_predict_cli_writes_scored_dataset(trained_sync, recorded_long, tmp_path
 
 
 def test_pretrained_sync_model_loads():
-    from ase_ldm.providers import SyncProvider, make_provider
-    from ase_ldm.surrogate import pretrained_names
+    from ase_ldm.core.registry import pretrained_names
+    from ase_ldm.scf.providers import ModelProvider, make_provider
 
     assert "li16-800K-sync" in pretrained_names()
     prov = make_provider("li16-800K-sync")
-    assert isinstance(prov, SyncProvider) and prov.cold_start
+    assert isinstance(prov, ModelProvider) and prov.cold_start
 
 
 @pytest.mark.gpaw
@@ -251,7 +251,7 @@ def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_lo
 
     from ase_ldm.data import open_dataset
     from ase_ldm.data.gpaw_io import calculator_from_provenance
-    from ase_ldm.gpaw_hook import guided_gpaw
+    from ase_ldm.scf.hook import guided_gpaw
 
     with open_dataset(recorded_long) as ds:
         attrs, grid = ds.attrs, ds.grid
@@ -281,9 +281,10 @@ def test_density_calculator_with_sync_model(trained_sync, recorded_long):
     from ase.calculators.lj import LennardJones
     from ase.md.verlet import VelocityVerlet
 
-    from ase_ldm.calculator import DensityCalculator, ModelMismatch
+    from ase_ldm.calculator import DensityCalculator
     from ase_ldm.data import open_dataset
-    from ase_ldm.sync_predictor import SyncPredictor
+    from ase_ldm.errors import ModelMismatch
+    from ase_ldm.sync.predictor import SyncPredictor
 
     run, _ = trained_sync
     with open_dataset(recorded_long) as ds:
@@ -312,8 +313,9 @@ def test_density_calculator_with_sync_model(trained_sync, recorded_long):
 
 def test_band_limit_of_gpaw_densities_and_projection(recorded_long):
     """GPAW's densities stop at a |G| below the grid's corners; the model's correction is projected there."""
+    from ase_ldm.core.fourier import band_mask, reciprocal_grid
     from ase_ldm.data import open_dataset
-    from ase_ldm.prior import band_limit, band_mask, reciprocal_grid
+    from ase_ldm.sync.prior import band_limit
 
     with open_dataset(recorded_long) as ds:
         cell, grid = ds.cell(0), ds.grid
@@ -356,8 +358,8 @@ def test_train_sync_cli(recorded_long, tmp_path):
 def test_symmetry_average_makes_the_predictor_equivariant():
     """Averaged over all 48 operations of a cubic cell, a prediction from the atoms alone turns
     with the atoms (density on the grid, D with its p block); the network alone does not."""
-    from ase_ldm.sync_data import SymmetryOp, transform_D
-    from ase_ldm.sync_predictor import SyncPredictor
+    from ase_ldm.sync.predictor import SyncPredictor
+    from ase_ldm.sync.symmetry import SymmetryOp, transform_D
 
     cell, grid = np.eye(3) * 4.0, (12, 12, 12)
     rng = np.random.default_rng(3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ase_ldm.sync_data import SymmetryOp, projector_l, symmetry_ops, transform_D
+from ase_ldm.sync.symmetry import SymmetryOp, projector_l, symmetry_ops, transform_D
 
 
 def test_symmetry_ops_count():

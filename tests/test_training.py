@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import tiny_train_config
 
-from ase_ldm.checkpoint import CheckpointError
+from ase_ldm import load_model
 from ase_ldm.cli.main import main
 from ase_ldm.data import open_dataset
-from ase_ldm.surrogate import load_model
-from ase_ldm.training import train
+from ase_ldm.errors import CheckpointError
+from ase_ldm.ldm.training import train
 
 
 def test_tiny_model_overfits_tiny_real_dataset(recorded_long, tmp_path):
@@ -101,7 +101,7 @@ def test_resume_reproduces_the_loss_curve(recorded_long, tmp_path):
 
     two = dataclasses.replace(cfg, epochs=4)
     part = tmp_path / "part"
-    from ase_ldm import training as tr
+    from ase_ldm.core import runs as tr
 
     class Stop(Exception):
         pass
@@ -180,7 +180,7 @@ def test_distributed_training_with_torchrun(recorded_long, tmp_path):
 def test_temperature_calibration_uses_training_frames(trained, recorded_long, tmp_path):
     import shutil
 
-    from ase_ldm.calibration import calibrate_temperature
+    from ase_ldm.ldm.calibration import calibrate_temperature
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ase_ldm.calibration import calibrate_temperature
+from ase_ldm.ldm.calibration import calibrate_temperature
 
 
 def main() -> None:

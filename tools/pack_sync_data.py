@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from ase_ldm.config import SyncTrainConfig
 from ase_ldm.data.store import open_dataset
-from ase_ldm.sync_data import load_pack, save_pack, series_from_dataset
-from ase_ldm.sync_training import load_series
+from ase_ldm.sync.config import SyncTrainConfig
+from ase_ldm.sync.series import load_pack, save_pack, series_from_dataset
+from ase_ldm.sync.training import load_series
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ase_ldm.checkpoint import read_meta
-from ase_ldm.surrogate import PRETRAINED_DIR, load_model
+from ase_ldm.core.checkpoint import read_meta
+from ase_ldm.core.registry import PRETRAINED_DIR, load
 
 
 def main() -> None:
@@ -35,12 +35,8 @@ def main() -> None:
     if "path" in meta["dataset"]:
         meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
     (dst / "model.json").write_text(json.dumps(meta, indent=1))
-    if meta.get("kind") == "sync":
-        from ase_ldm.sync_predictor import SyncPredictor
-
-        what = f"grid spacing {SyncPredictor.load(args.name, device='cpu').grid_spacing.round(4).tolist()} A"
-    else:
-        what = f"grid {load_model(args.name, device='cpu').grid}"
+    model = load(args.name, device="cpu")
+    what = f"{type(model).__name__}, species {list(model.species)}, history {model.max_history}"
     size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
     print(f"{dst}: {size:.1f} MB, {what}, epoch {meta['epoch']}")
 

@@ -5,7 +5,7 @@ atoms of frame :math:`t`), and is written with frame :math:`t`'s atoms and time 
 metrics against the reference apply:
 
 ==========================  =====================================================================
-``persistence``             :math:`\hat n_t = n_{t-1}`
+``previous``                :math:`\hat n_t = n_{t-1}` (also accepted as ``persistence``)
 ``linear``                  :math:`\hat n_t = 2 n_{t-1} - n_{t-2}`
 ``quadratic``               :math:`\hat n_t = 3 n_{t-1} - 3 n_{t-2} + n_{t-3}`
 ``sad``                     superposition of free-atom densities at the atoms of frame t (GPAW)
@@ -24,24 +24,20 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..core.extrapolation import COEFFICIENTS, ORDER_NAMES, extrapolate
 from ..data.schema import Frame
 from ..data.store import DensityDataset
+from ..errors import InvalidInput
 
 __all__ = ["BASELINES", "EXTRAPOLATION", "baseline_frames", "DENSITY_FLOOR"]
 
 DENSITY_FLOOR = 1e-10  # electrons/Angstrom^3
 
-#: Coefficients on (n_{t-1}, n_{t-2}, ...) of each time extrapolation.
-EXTRAPOLATION: dict[str, tuple[float, ...]] = {
-    "persistence": (1.0,),
-    "linear": (2.0, -1.0),
-    "quadratic": (3.0, -3.0, 1.0),
-}
+#: The time extrapolations, by name (coefficients: :mod:`ase_ldm.core.extrapolation`).
+EXTRAPOLATION: dict[str, tuple[float, ...]] = {name: COEFFICIENTS[order] for order, name in ORDER_NAMES.items()}
+#: Earlier names of the same guesses.
+ALIASES = {"persistence": "previous"}
 BASELINES = (*EXTRAPOLATION, "sad", "sad-extrapolate")
-
-
-def _combine(coefs: tuple[float, ...], arrays: list) -> np.ndarray:
-    return sum(c * np.asarray(a, np.float64) for c, a in zip(coefs, arrays))
 
 
 def baseline_frames(ref: DensityDataset, kind: str, start: int | None = None, stop: int | None = None
@@ -50,14 +46,15 @@ def baseline_frames(ref: DensityDataset, kind: str, start: int | None = None, st
 
     ``start`` defaults to the first frame that has enough history (1, 2 or 3 frames back).
     """
+    kind = ALIASES.get(kind, kind)
     if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
+        raise InvalidInput(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
     coefs = EXTRAPOLATION.get(kind, EXTRAPOLATION["quadratic"] if kind == "sad-extrapolate" else ())
-    history = len(coefs)
+    history, order = len(coefs), len(coefs) - 1
     start = history if start is None else start
     stop = len(ref) if stop is None else stop
     if start < history:
-        raise ValueError(f"baseline {kind!r} needs {history} earlier frames; start at frame {history} or later")
+        raise InvalidInput(f"baseline {kind!r} needs {history} earlier frames; start at frame {history} or later")
     sad = _SuperpositionDensity(ref) if kind.startswith("sad") else None
     has_D = ref.has("D")
     for t in range(start, stop):
@@ -68,12 +65,12 @@ def baseline_frames(ref: DensityDataset, kind: str, start: int | None = None, st
             nt, D_asii = sad(target)
         elif kind == "sad-extrapolate":
             nt_sad, D_sad = sad(target)
-            residual = _combine(coefs, [p.nt_sR - sad(p)[0] for p in past])
+            residual = extrapolate([p.nt_sR - sad(p)[0] for p in past], order)
             nt = nt_sad + residual
         else:
-            nt = _combine(coefs, [p.nt_sR for p in past])
+            nt = extrapolate([p.nt_sR for p in past], order)
         if has_D and kind != "sad":
-            D_asii = [_combine(coefs, [p.D_asii[a] for p in past]) for a in range(ref.natoms)]
+            D_asii = extrapolate([p.D_asii for p in past], order)
         yield Frame(nt_sR=np.maximum(nt, DENSITY_FLOOR).astype(np.float32), positions=target.positions,
                     cell=target.cell, numbers=target.numbers, time_fs=target.time_fs, D_asii=D_asii,
                     pbc=target.pbc)

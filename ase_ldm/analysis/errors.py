@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 __all__ = ["rel_l1", "rel_l2", "integrated_abs_error", "pointwise_errors"]
 
 
@@ -22,7 +24,7 @@ def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, np.float64)
     ref = np.asarray(ref, np.float64)
     if pred.shape != ref.shape:
-        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} are on different grids")
+        raise InvalidInput(f"prediction {pred.shape} and reference {ref.shape} are on different grids")
     return pred, ref
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 __all__ = ["LogHistogram", "jensen_shannon"]
 
 
@@ -71,9 +73,9 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     p = np.asarray(p, np.float64)
     q = np.asarray(q, np.float64)
     if p.shape != q.shape:
-        raise ValueError(f"histograms differ in shape: {p.shape} vs {q.shape}")
+        raise InvalidInput(f"histograms differ in shape: {p.shape} vs {q.shape}")
     if p.sum() <= 0 or q.sum() <= 0:
-        raise ValueError("a histogram is empty")
+        raise InvalidInput("a histogram is empty")
     p, q = p / p.sum(), q / q.sum()
     m = 0.5 * (p + q)
 

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.fourier import reciprocal_grid, reciprocal_vectors
+from ..errors import InvalidInput
+
 __all__ = ["StructureFactor", "structure_factor", "relative_curve_error", "K_BANDS"]
 
 #: Band edges as fractions of the largest shell k: low, mid, high.
@@ -53,13 +56,11 @@ class StructureFactor:
     def __init__(self, grid: tuple[int, int, int], cell: np.ndarray, shell_width: float | None = None) -> None:
         cell = np.asarray(cell, float)
         if cell.shape != (3, 3) or abs(np.linalg.det(cell)) < 1e-9:
-            raise ValueError(f"cell must be a (3, 3) matrix with nonzero volume, got {cell}")
+            raise InvalidInput(f"cell must be a (3, 3) matrix with nonzero volume, got {cell}")
         self.grid = tuple(int(n) for n in grid)
         self.cell = cell
-        B = 2 * np.pi * np.linalg.inv(cell).T  # rows: reciprocal vectors, 1/Angstrom
-        m = [np.fft.fftfreq(n, 1.0 / n) for n in self.grid]
-        M = np.stack(np.meshgrid(*m, indexing="ij"), axis=-1)  # (N1, N2, N3, 3) integers
-        kabs = np.linalg.norm(M @ B, axis=-1).ravel()
+        B = reciprocal_vectors(cell)
+        kabs = np.linalg.norm(reciprocal_grid(cell, self.grid, half=False), axis=-1).ravel()
         self.shell_width = shell_width or float(np.linalg.norm(B, axis=1).min())
         shell = np.rint(kabs / self.shell_width).astype(np.int64)
         self._nshell = int(shell.max()) + 1
@@ -86,7 +87,7 @@ class StructureFactor:
             Shell averages at :attr:`k` (1/Angstrom), electrons.
         """
         if n_R.shape != tuple(self.grid):
-            raise ValueError(f"field of shape {n_R.shape} does not match the grid {tuple(self.grid)}")
+            raise InvalidInput(f"field of shape {n_R.shape} does not match the grid {tuple(self.grid)}")
         amp = np.abs(np.fft.fftn(n_R)).ravel() * self.dV
         sums = np.bincount(self._shell, weights=amp, minlength=self._nshell + 1)[: self._nshell]
         return sums[self._keep] / self._counts

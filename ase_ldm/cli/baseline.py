@@ -1,11 +1,11 @@
 """Write a baseline prediction of a reference trajectory, for comparison with models.
 
-Kinds: persistence (previous frame), linear and quadratic extrapolation in time, sad
+Kinds: previous (the previous frame; "persistence" is accepted too), linear and quadratic extrapolation in time, sad
 (GPAW's superposition of atomic densities at each frame's atoms), sad-extrapolate (sad plus
 the time-extrapolated residual). Frames keep the reference's atoms and times, so
 'ase-ldm evaluate OUT --reference REF' computes pointwise errors too.
 
-Example: ase-ldm baseline li16.h5 --kind persistence -o persistence.h5
+Example: ase-ldm baseline li16.h5 --kind previous -o previous.h5
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        from ..analysis.baselines import BASELINES
+        from ..analysis.baselines import ALIASES, BASELINES
 
         p.add_argument("reference", help="reference trajectory (dataset)")
-        p.add_argument("--kind", choices=BASELINES, default="persistence")
+        p.add_argument("--kind", choices=(*BASELINES, *ALIASES), default="previous")
         p.add_argument("--start", type=int, help="first predicted frame (default: first with enough history)")
         p.add_argument("--stop", type=int, help="one past the last predicted frame")
         p.add_argument("-o", "--output", required=True, help="output dataset")

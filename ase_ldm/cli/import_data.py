@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InvalidInput
+
 
 class CLICommand:
     __doc__ = __doc__
@@ -35,11 +37,11 @@ class CLICommand:
 
         if args.traj or args.gpw:
             if args.timestep is None or args.timestep <= 0:
-                raise ValueError("--timestep (fs between frames, > 0) is required: trajectories and .gpw "
+                raise InvalidInput("--timestep (fs between frames, > 0) is required: trajectories and .gpw "
                                  "files do not store the time")
         if args.traj:
             if not args.cubes:
-                raise ValueError("--traj needs --cubes GLOB (one cube file per frame)")
+                raise InvalidInput("--traj needs --cubes GLOB (one cube file per frame)")
             frames = frames_from_cubes(args.traj, args.cubes, args.timestep)
             attrs = {"source": f"cubes:{args.cubes}", "timestep_fs": args.timestep,
                      "nt_source": "cube files in electrons/Bohr^3, divided by Bohr**3"}

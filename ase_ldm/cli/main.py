@@ -12,8 +12,7 @@ import logging
 import sys
 import textwrap
 
-from ..checkpoint import CheckpointError
-from ..data.schema import DatasetError
+from ..errors import AseLdmError
 
 COMMANDS = [
     ("record", "ase_ldm.cli.record"),
@@ -59,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, CheckpointError, ValueError, FileNotFoundError, IndexError) as err:
+    except AseLdmError as err:  # bad input; anything else is a bug and shows its traceback
         if args.traceback:
             raise
-        print(f"ase-ldm {args.command}: error: {err}", file=sys.stderr)
+        print(f"ase-ldm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ase-ldm {args.command}: interrupted; completed frames are kept", file=sys.stderr)

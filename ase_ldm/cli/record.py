@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InvalidInput
+
 
 class CLICommand:
     __doc__ = __doc__
@@ -48,13 +50,13 @@ class CLICommand:
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from ..aimd import PRESETS, AIMDSettings, run_aimd
+        from ..data.aimd import PRESETS, AIMDSettings, run_aimd
 
         resuming = args.append and Path(args.output).exists()
         atoms = None
         if not resuming:
             if (args.structure is None) == (args.preset is None):
-                raise ValueError("give a structure file or --preset (exactly one)")
+                raise InvalidInput("give a structure file or --preset (exactly one)")
             if args.preset:
                 atoms = PRESETS[args.preset](args.atoms, seed=args.seed)
             else:
@@ -62,7 +64,7 @@ class CLICommand:
 
                 atoms = read(args.structure, index=-1)
                 if not atoms.pbc.all() or atoms.cell.rank < 3:
-                    raise ValueError(f"{args.structure}: a periodic 3D cell is required (pbc={atoms.pbc.tolist()})")
+                    raise InvalidInput(f"{args.structure}: a periodic 3D cell is required (pbc={atoms.pbc.tolist()})")
         default_pre = 20 if args.preset else 0
         settings = AIMDSettings(
             steps=args.steps, timestep_fs=args.timestep, ecut=args.ecut, temperature_K=args.temperature,

@@ -34,7 +34,7 @@ class CLICommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..rollout import rollout_to_datasets
+        from ..ldm.rollout import rollout_to_datasets
 
         paths = rollout_to_datasets(args.model, args.init, args.frame, args.steps, args.output,
                                     samples=args.samples, sampler=args.sampler, n_steps=args.sampler_steps,

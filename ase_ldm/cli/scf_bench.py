@@ -29,7 +29,7 @@ class CLICommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..scf_bench import scf_bench
+        from ..scf.bench import scf_bench
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
                         device=args.device, json_out=args.json)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InvalidInput
+
 
 class CLICommand:
     __doc__ = __doc__
@@ -35,8 +37,9 @@ class CLICommand:
         import dataclasses
         import json
 
-        from ..config import TrainConfig, from_dict
-        from ..training import train
+        from ..core.config import from_dict
+        from ..ldm.config import TrainConfig
+        from ..ldm.training import train
 
         cfg = None
         if not args.resume or args.config:
@@ -49,7 +52,7 @@ class CLICommand:
             if args.no_sjsd:
                 cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, lambda_sjsd=0.0))
         elif any(v is not None for v in (args.epochs, args.batch_size, args.lr, args.seed, args.max_frames)):
-            raise ValueError("--resume uses the run's own config.json; do not change settings when resuming")
+            raise InvalidInput("--resume uses the run's own config.json; do not change settings when resuming")
         out = train(args.data, args.output, cfg, resume=args.resume, progress=not args.no_progress)
         import os
 

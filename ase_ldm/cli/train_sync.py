@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InvalidInput
+
 
 class CLICommand:
     __doc__ = __doc__
@@ -36,8 +38,9 @@ class CLICommand:
         import dataclasses
         import json
 
-        from ..config import SyncTrainConfig, from_dict
-        from ..sync_training import train_sync
+        from ..core.config import from_dict
+        from ..sync.config import SyncTrainConfig
+        from ..sync.training import train_sync
 
         over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed), ("val_frames", args.val_frames),
@@ -46,7 +49,7 @@ class CLICommand:
         n_train = args.train
         if args.resume:
             if over or args.config or args.train:
-                raise ValueError("--resume uses the run's own config.json; do not change settings when resuming")
+                raise InvalidInput("--resume uses the run's own config.json; do not change settings when resuming")
         else:
             base = json.loads(open(args.config).read()) if args.config else {}
             cfg = dataclasses.replace(from_dict(SyncTrainConfig, base), **over)

@@ -22,7 +22,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
-from .schema import DatasetError, Frame
+from ..errors import DatasetError
+from .schema import Frame
 
 __all__ = [
     "check_gpaw_calculator",

@@ -20,7 +20,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
-from .schema import DatasetError, Frame
+from ..errors import DatasetError, InvalidInput
+from .schema import Frame
 from .store import DensityDataset, DensityWriter
 
 __all__ = [
@@ -86,7 +87,7 @@ def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray) -> None:
     path = Path(path)
     data = np.asarray(n_R, np.float64) * Bohr**3
     if data.ndim != 3:
-        raise ValueError(f"a cube holds one 3D grid, got shape {data.shape}")
+        raise InvalidInput(f"a cube holds one 3D grid, got shape {data.shape}")
     lines = ["ase_ldm density, electrons/Bohr^3", "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z",
              f"{len(atoms):5d}{0.0:12.6f}{0.0:12.6f}{0.0:12.6f}"]
     for c in range(3):

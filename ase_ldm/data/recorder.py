@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
+from ..errors import DatasetError, InvalidInput
 from .gpaw_io import frame_from_gpaw, provenance_from_gpaw
-from .schema import DatasetError
 from .store import DensityWriter
 
 __all__ = ["DensityRecorder", "dynamics_attrs"]
@@ -68,7 +68,7 @@ class DensityRecorder:
         attrs: dict[str, Any] | None = None,
     ) -> None:
         if dyn is None and timestep_fs is None:
-            raise ValueError("give the dynamics object (dyn=...) or the time between frames (timestep_fs=...)")
+            raise InvalidInput("give the dynamics object (dyn=...) or the time between frames (timestep_fs=...)")
         extra = dict(attrs or {})
         if dyn is not None:
             extra = {**dynamics_attrs(dyn), **extra}

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DatasetError
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -65,10 +67,6 @@ UNITS: dict[str, str] = {
 PER_FRAME = ("nt", "positions", "cell")
 #: Per-frame arrays a trajectory may have; once the first frame has one, every frame must.
 OPTIONAL_PER_FRAME = ("D", "velocities", "energy", "forces", "scf_iterations")
-
-
-class DatasetError(ValueError):
-    """A dataset, or a frame offered to one, does not satisfy the schema."""
 
 
 @dataclass(frozen=True)

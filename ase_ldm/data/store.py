@@ -18,14 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .schema import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    OPTIONAL_PER_FRAME,
-    UNITS,
-    DatasetError,
-    Frame,
-)
+from ..errors import DatasetError, FrameOutOfRange, InvalidInput
+from .schema import FORMAT_NAME, FORMAT_VERSION, OPTIONAL_PER_FRAME, UNITS, Frame
 
 __all__ = ["DensityWriter", "DensityDataset", "open_dataset"]
 
@@ -358,7 +352,15 @@ class DensityDataset:
 
     @property
     def timestep_fs(self) -> float:
-        """Time between consecutive frames, fs."""
+        """The MD timestep the trajectory was run with (file attribute ``timestep_fs``), fs;
+        the frame interval when the file does not say."""
+        if "timestep_fs" in self._f.attrs:
+            return float(self._f.attrs["timestep_fs"])
+        return self.frame_interval_fs
+
+    @property
+    def frame_interval_fs(self) -> float:
+        """Time between consecutive frames, fs (the MD timestep times the recording interval)."""
         if "frame_interval_fs" in self._f.attrs:
             return float(self._f.attrs["frame_interval_fs"])
         if "timestep_fs" in self._f.attrs:
@@ -382,13 +384,13 @@ class DensityDataset:
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
-            raise IndexError(f"frame {index} out of range: {self.path} has {self._n} frames")
+            raise FrameOutOfRange(f"frame {index} out of range: {self.path} has {self._n} frames")
         return i
 
     def _slice(self, start: int, stop: int | None) -> slice:
         stop = self._n if stop is None else stop
         if start < 0 or stop > self._n or start > stop:
-            raise IndexError(f"frames {start}:{stop} out of range: {self.path} has {self._n} frames")
+            raise FrameOutOfRange(f"frames {start}:{stop} out of range: {self.path} has {self._n} frames")
         return slice(start, stop)
 
     def nt(self, index: int) -> np.ndarray:
@@ -408,7 +410,7 @@ class DensityDataset:
         """
         i = self._index(index)
         if i + 1 < length:
-            raise IndexError(f"a window of {length} frames ending at frame {index} starts before frame 0")
+            raise FrameOutOfRange(f"a window of {length} frames ending at frame {index} starts before frame 0")
         return self._f["nt"][i + 1 - length : i + 1]
 
     def D_asii(self, index: int) -> list[np.ndarray]:
@@ -483,7 +485,7 @@ class DensityDataset:
             Fraction of frames (0 < f < 1) held out at the end of the trajectory.
         """
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise InvalidInput(f"test_fraction must be in (0, 1), got {test_fraction}")
         n_test = max(1, int(round(self._n * test_fraction)))
         if n_test >= self._n:
             raise DatasetError(f"{self.path}: {self._n} frames are too few to split off a test part")
@@ -519,7 +521,7 @@ class DensityDataset:
             "formula": _formula(self.numbers),
             "cell_A": np.round(cell, 6).tolist(),
             "time_fs": [float(t[0]), float(t[-1])] if self._n else [],
-            "frame_interval_fs": self.timestep_fs if self._n > 1 or "timestep_fs" in self._f.attrs else None,
+            "frame_interval_fs": self.frame_interval_fs if self._n > 1 or "timestep_fs" in self._f.attrs else None,
             "electron_count": [float(counts.min()), float(counts.max())] if self._n else [],
             "arrays": sorted(k for k in self._f.keys()),
             "units": {k: v for k, v in UNITS.items() if k in self._f},

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import DatasetError
 from .prior import PriorEvaluator, RadialPrior
+from .symmetry import SymmetryOp, projector_l, transform_D
 
-__all__ = ["SyncSeries", "series_from_arrays", "series_from_dataset", "save_pack", "load_pack", "D_layout",
-           "SymmetryOp", "symmetry_ops", "projector_l", "transform_D"]
+__all__ = ["SyncSeries", "series_from_arrays", "series_from_dataset", "save_pack", "load_pack", "D_layout"]
 
 PACK_FORMAT = "ase_ldm.syncpack"
 
@@ -32,114 +33,8 @@ def D_layout(D_asii: list[np.ndarray]) -> int:
     """The common projector count ni of per-atom (S, ni, ni) matrices; refuses mixed counts."""
     sizes = {int(np.shape(D)[-1]) for D in D_asii}
     if len(sizes) != 1:
-        raise ValueError(f"the synchronised model needs the same projector count on every atom, got {sorted(sizes)}")
+        raise DatasetError(f"the synchronised model needs the same projector count on every atom, got {sorted(sizes)}")
     return sizes.pop()
-
-
-def projector_l(numbers: np.ndarray, xc: str = "PBE") -> list[int] | None:
-    """Angular momentum of each projector of the PAW matrices (GPAW's setups), or None when
-    GPAW is unavailable or the species differ in their projectors."""
-    try:
-        from ase.data import chemical_symbols
-        from gpaw.setup import create_setup
-    except ImportError:
-        return None
-    ls = set()
-    for z in sorted({int(z) for z in numbers}):
-        setup = create_setup(chemical_symbols[z], xc)
-        ls.add(tuple(ell for ell in setup.l_j for _ in range(2 * ell + 1)))
-    return list(ls.pop()) if len(ls) == 1 else None
-
-
-@dataclass(frozen=True)
-class SymmetryOp:
-    """A point operation that maps an orthorhombic periodic grid onto itself.
-
-    ``r'_i = sign_i * r_{perm_i}``: axes permuted (only between axes of equal length and grid
-    size), then mirrored. Grid point ``j`` maps to ``-j mod N`` on a mirrored axis.
-    """
-
-    perm: tuple[int, int, int]
-    sign: tuple[int, int, int]
-
-    @property
-    def R(self) -> np.ndarray:
-        """The Cartesian matrix, (3, 3)."""
-        R = np.zeros((3, 3))
-        for i in range(3):
-            R[i, self.perm[i]] = self.sign[i]
-        return R
-
-    def inverse(self) -> SymmetryOp:
-        """The operation that undoes this one."""
-        perm, sign = [0, 0, 0], [1, 1, 1]
-        for i in range(3):
-            perm[self.perm[i]] = i
-            sign[self.perm[i]] = self.sign[i]
-        return SymmetryOp(tuple(perm), tuple(sign))
-
-    def grid(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply to (..., N1, N2, N3)."""
-        nd = x.ndim
-        x = x.permute(*range(nd - 3), *(nd - 3 + p for p in self.perm))
-        for i, s in enumerate(self.sign):
-            if s < 0:
-                d = nd - 3 + i
-                x = torch.roll(torch.flip(x, [d]), 1, d)
-        return x
-
-    def frac(self, f: torch.Tensor) -> torch.Tensor:
-        """Apply to fractional coordinates (..., 3) of an orthorhombic cell."""
-        out = f[..., list(self.perm)]
-        return out * torch.tensor(self.sign, dtype=f.dtype, device=f.device)
-
-
-#: Cartesian index of each real l = 1 harmonic in GPAW's order (y, z, x).
-_GPAW_P_ORDER = (1, 2, 0)
-
-
-def transform_D(D: np.ndarray | torch.Tensor, op: SymmetryOp, l_i: list[int]) -> Any:
-    """The PAW matrices (..., ni, ni) of the transformed density: ``M D M^T``.
-
-    s projectors are unchanged; each p triple (GPAW order y, z, x) rotates with ``op.R``.
-    Only l <= 1 is supported (ValueError otherwise).
-    """
-    if max(l_i) > 1:
-        raise ValueError("only s and p projectors can be transformed; disable augmentation (augment=false)")
-    ni = len(l_i)
-    M = np.eye(ni)
-    R = op.R
-    i = 0
-    while i < ni:
-        if l_i[i] == 1:
-            for a in range(3):
-                for b in range(3):
-                    M[i + a, i + b] = R[_GPAW_P_ORDER[a], _GPAW_P_ORDER[b]]
-            i += 3
-        else:
-            i += 1
-    if isinstance(D, torch.Tensor):
-        Mt = torch.as_tensor(M, dtype=D.dtype, device=D.device)
-        return Mt @ D @ Mt.T
-    return M @ np.asarray(D) @ M.T
-
-
-def symmetry_ops(cell: np.ndarray, grid: tuple[int, int, int]) -> list[SymmetryOp]:
-    """The axis permutations and mirrors that map this cell and grid onto themselves
-    (48 for a cubic cell with an equal grid, 8 mirrors for an orthorhombic one, none otherwise)."""
-    import itertools
-
-    cell = np.asarray(cell, float)
-    lengths = np.linalg.norm(cell, axis=1)
-    if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
-        return []
-    ops = []
-    for perm in itertools.permutations(range(3)):
-        if any(abs(lengths[p] - lengths[i]) > 1e-8 or grid[p] != grid[i] for i, p in enumerate(perm)):
-            continue
-        for sign in itertools.product((1, -1), repeat=3):
-            ops.append(SymmetryOp(tuple(perm), tuple(sign)))
-    return ops
 
 
 @dataclass
@@ -205,7 +100,7 @@ class SyncSeries:
 
     def augment(self, b: dict[str, torch.Tensor], ops: list[SymmetryOp]) -> dict[str, torch.Tensor]:
         """Apply ``ops[i]`` to sample i of a batch (grids, positions and PAW matrices)."""
-        from .models.sync import pack_D, unpack_D
+        from .net import pack_D, unpack_D
 
         out: dict[str, list[torch.Tensor]] = {k: [] for k in b}
         for i, op in enumerate(ops):
@@ -235,11 +130,11 @@ def series_from_arrays(prior: RadialPrior, positions: np.ndarray, cell: np.ndarr
         pp = ev(torch.as_tensor(positions[s:e]))
         n = torch.as_tensor(np.asarray(nt[s:e], np.float64))
         if not torch.isfinite(n).all():
-            raise ValueError(f"frames {s}-{e - 1}: the density contains NaN or inf")
+            raise DatasetError(f"frames {s}-{e - 1}: the density contains NaN or inf")
         p[s:e] = pp.float()
         r[s:e] = (n - pp).float()
     D = np.asarray(D, np.float64)
-    from .models.sync import pack_D
+    from .net import pack_D
 
     return SyncSeries(positions, np.asarray(cell, np.float64), np.asarray(numbers), p, r,
                       pack_D(torch.as_tensor(D)).float(), int(D.shape[-1]))
@@ -250,13 +145,13 @@ def series_from_dataset(ds: Any, prior: RadialPrior, start: int = 0, stop: int |
     ``nt``; the PAW matrices of the first spin channel, spin-paired data)."""
     stop = len(ds) if stop is None else stop
     if ds.nspins != 1:
-        raise ValueError(f"{ds.path}: the synchronised model is spin-paired; this dataset has {ds.nspins} spins")
+        raise DatasetError(f"{ds.path}: the synchronised model is spin-paired; this dataset has {ds.nspins} spins")
     if not ds.has("D"):
-        raise ValueError(f"{ds.path}: no PAW matrices (D) stored; record with GPAW or import a gpw/npz with D")
+        raise DatasetError(f"{ds.path}: no PAW matrices (D) stored; record with GPAW or import a gpw/npz with D")
     cell = ds.cell(start)
     for i in (start, stop - 1):
         if not np.allclose(ds.cell(i), cell):
-            raise ValueError(f"{ds.path}: the cell changes along the trajectory; the model needs a fixed cell")
+            raise DatasetError(f"{ds.path}: the cell changes along the trajectory; the model needs a fixed cell")
     Ds = []
     for i in range(start, stop):
         D_asii = ds.D_asii(i)
@@ -294,14 +189,15 @@ def load_pack(path: str | os.PathLike) -> tuple[SyncSeries, RadialPrior, dict[st
     try:
         z = np.load(path)
         if str(z["format"]) != PACK_FORMAT:
-            raise ValueError(f"format {z['format']}")
+            raise DatasetError(f"format {z['format']}")
         prior = RadialPrior.from_dict(json.loads(str(z["prior"])))
         q, scale = z["r_q"], z["r_scale"]
         positions, cell, numbers = z["positions"], z["cell"], z["numbers"]
         D, ni, attrs = z["D"], int(z["ni"]), json.loads(str(z["attrs"]))
         l_i = json.loads(str(z["l_i"])) if "l_i" in z else None
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable sync pack ({err}); rebuild it with tools/pack_sync_data.py") from None
+        raise DatasetError(f"{path}: not a readable sync pack ({err}); rebuild it with "
+                           "tools/pack_sync_data.py") from None
     ev = PriorEvaluator(prior, numbers, cell, q.shape[1:], dtype=torch.float64)
     p = torch.cat([ev(torch.as_tensor(positions[s:s + 50])).float() for s in range(0, len(q), 50)])
     r = torch.as_tensor(q.astype(np.float32) * scale[:, None, None, None].astype(np.float32))

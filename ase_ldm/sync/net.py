@@ -9,7 +9,7 @@ converged steps:
    \hat r_t = \sum_{k=1}^{h} c^{(h)}_k\, r_{t-k}, \qquad r = \tilde n - p,
 
 where :math:`p_t` is the learned superposition of atomic densities at :math:`R_t`
-(:mod:`ase_ldm.prior`), :math:`\hat r_t` the polynomial extrapolation of the residual over the
+(:mod:`ase_ldm.sync.prior`), :math:`\hat r_t` the polynomial extrapolation of the residual over the
 :math:`h \le H` available steps (:math:`h = 0`: cold start, :math:`\hat r = 0`), and the CNN
 learns what both miss (Delta-learning). Its inputs are the prior, the extrapolated residual, the
 residual's recent changes and the prior's recent changes (how the atoms moved), all scaled to
@@ -28,19 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import SyncConfig
+from ..core.extrapolation import weight_table
+from .config import SyncConfig
 
 __all__ = ["SyncNet", "extrapolation_weights", "sample_at_atoms", "pack_D", "unpack_D"]
 
 
 def extrapolation_weights(history: int) -> torch.Tensor:
-    """Weights c^(h)_k, shape (history + 1, history): row h extrapolates from h past steps."""
-    table = {0: (), 1: (1.0,), 2: (2.0, -1.0), 3: (3.0, -3.0, 1.0)}
-    w = torch.zeros(history + 1, history, dtype=torch.float64)
-    for h in range(history + 1):
-        c = table[min(h, 3)]
-        w[h, : len(c)] = torch.tensor(c, dtype=torch.float64)
-    return w
+    """Weights c^(h)_k, shape (history + 1, history): row h extrapolates from h past steps
+    (:func:`ase_ldm.core.extrapolation.weight_table`)."""
+    return torch.as_tensor(weight_table(history), dtype=torch.float64)
 
 
 def pack_D(D: torch.Tensor) -> torch.Tensor:
@@ -164,7 +161,7 @@ class SyncNet(nn.Module):
         species : (Na,) long, species index of each atom.
         D_hist : (B, H, Na, nD) packed PAW matrices at steps t-1 ... t-H.
         band : (N1, N2, N3 // 2 + 1) bool, optional
-            Plane waves the density may contain (:func:`ase_ldm.prior.band_mask`); the CNN's
+            Plane waves the density may contain (:func:`ase_ldm.sync.prior.band_mask`); the CNN's
             correction is projected onto them, so it adds nothing where GPAW's density has nothing.
 
         Returns

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..errors import InvalidInput
+
 __all__ = ["LogNormalTransform", "fit_transform", "renormalize"]
 
 
@@ -101,7 +103,7 @@ def fit_transform(frames: Iterable[np.ndarray], dt_fs: float) -> LogNormalTransf
     for n in frames:
         n = np.asarray(n, np.float64)
         if n.min() <= 0 or not np.all(np.isfinite(n)):
-            raise ValueError("training densities must be finite and strictly positive (use nt, not the "
+            raise InvalidInput("training densities must be finite and strictly positive (use nt, not the "
                              "compensated density)")
         log_n = np.log(n)
         lo, hi = min(lo, log_n.min()), max(hi, log_n.max())
@@ -113,7 +115,7 @@ def fit_transform(frames: Iterable[np.ndarray], dt_fs: float) -> LogNormalTransf
             nd += log_n.size
         prev = log_n
     if nd == 0:
-        raise ValueError("need at least two consecutive frames to fit the transform")
+        raise InvalidInput("need at least two consecutive frames to fit the transform")
     mu = s1 / count
     sigma = float(np.sqrt(max(s2 / count - mu**2, 1e-30)))
     # d(log n)/dt standardised by sigma: (x_t - x_{t-1}) / dt has variance d2/nd / (sigma dt)^2

@@ -12,13 +12,12 @@ new atomic positions before the next SCF. Returning ``None`` keeps GPAW's own gu
 ``sad-extrapolate``      superposition of atomic densities at the new positions plus the
                          quadratically extrapolated residual :math:`n - n_\text{sad}`
                          (follows the atoms); D extrapolated quadratically
-a model name or run dir  a trained model: the atom-synchronised model
-                         (:class:`SyncProvider`, e.g. ``li16-800K-sync``) or the paper's latent
-                         diffusion model (:class:`ModelProvider`)
+a model name or run dir  a trained model of any family (:class:`ModelProvider`, e.g.
+                         ``li16-800K-sync``), loaded by :func:`ase_ldm.core.registry.load`
 =======================  =================================================================
 
 A provider with ``cold_start = True`` also guesses the first SCF of a calculation (no history),
-which the GPAW hook then starts from (:func:`ase_ldm.gpaw_hook.start_from_density`).
+which the GPAW hook then starts from (:func:`ase_ldm.scf.hook.start_from_density`).
 
 Densities are numpy arrays in electrons/Angstrom^3, shape (S, N1, N2, N3); ``D_asii`` are lists
 of (S, ni, ni) arrays. Until enough history exists, extrapolations fall back to lower orders.
@@ -32,17 +31,15 @@ from typing import Any, Protocol
 import numpy as np
 from ase import Atoms
 
+from ..core.extrapolation import COEFFICIENTS, ORDER_NAMES, extrapolate
+from ..errors import CheckpointError, InvalidInput, UnsupportedSetup
+
 __all__ = ["UnsupportedSetup", "DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate",
-           "ModelProvider", "SyncProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
+           "ModelProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
 
 Guess = tuple[np.ndarray, list[np.ndarray]]
 
 
-class UnsupportedSetup(RuntimeError):
-    """The GPAW set-up is one a provider or the hook cannot guide correctly."""
-
-#: Coefficients on (x_{t-1}, x_{t-2}, ...) by extrapolation order.
-COEFFICIENTS = {0: (1.0,), 1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}
 PROVIDER_NAMES = ("gpaw", "previous", "extrapolate-linear", "extrapolate-quadratic", "sad-extrapolate")
 
 
@@ -61,12 +58,6 @@ class DensityProvider(Protocol):
         """Forget the history (e.g. after a jump in the trajectory)."""
 
 
-def _combine(coefs: tuple[float, ...], items: list) -> Any:
-    if isinstance(items[0], list):
-        return [_combine(coefs, [it[a] for it in items]) for a in range(len(items[0]))]
-    return sum(c * np.asarray(x, np.float64) for c, x in zip(coefs, items))
-
-
 class GPAWDefault:
     """Keep GPAW's own guess (the reference for every comparison)."""
 
@@ -83,11 +74,8 @@ class GPAWDefault:
 
 
 def _extrapolate(history: deque[Guess], order: int) -> Guess:
-    """Combine the newest entries of ``history`` (newest first) with the coefficients of ``order``
-    (lowered while the history is short)."""
-    coefs = COEFFICIENTS[min(order, len(history) - 1)]
-    items = list(history)[: len(coefs)]
-    return _combine(coefs, [x for x, _ in items]), _combine(coefs, [D for _, D in items])
+    """Extrapolate nt and D from ``history`` (newest first), lowering the order while it is short."""
+    return extrapolate([x for x, _ in history], order), extrapolate([D for _, D in history], order)
 
 
 class Extrapolate:
@@ -101,9 +89,9 @@ class Extrapolate:
 
     def __init__(self, order: int = 2) -> None:
         if order not in COEFFICIENTS:
-            raise ValueError(f"order must be 0, 1 or 2, got {order}")
+            raise InvalidInput(f"order must be one of {sorted(COEFFICIENTS)}, got {order}")
         self.order = order
-        self.name = {0: "previous", 1: "extrapolate-linear", 2: "extrapolate-quadratic"}[order]
+        self.name = "previous" if order == 0 else f"extrapolate-{ORDER_NAMES[order]}"
         self.history: deque[Guess] = deque(maxlen=order + 1)
 
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
@@ -168,76 +156,47 @@ class SADExtrapolate:
 
 
 class ModelProvider:
-    """The trained latent diffusion model as a provider (deterministic DDIM, fixed seed).
+    """A trained model (any family, :func:`ase_ldm.core.registry.load`) as a provider.
 
-    The paper's model does not see atoms: it predicts the next density from the last two
-    (via the latent dynamics); D is extrapolated quadratically. Densities are re-encoded from
-    the converged GPAW density every step, so the model is always synchronised.
+    It observes every converged step and predicts the density at the new positions from the
+    model's history (fewer steps at the start of a run). A model that predicts no PAW matrices
+    (the paper's latent model) gets them extrapolated quadratically. A model that needs no
+    history (``min_history == 0``) also guesses the first SCF of a calculation (``cold_start``).
+    Spin-paired calculations only; predictions are deterministic (``seed`` before each one).
     """
 
-    def __init__(self, surrogate: Any, n_steps: int = 20, seed: int = 0) -> None:
-        import torch
-
-        self.surrogate = surrogate
-        self.name = f"model:{surrogate.meta.get('name', 'run')}"
-        self.n_steps = n_steps
+    def __init__(self, model: Any, cold_start: bool = True, seed: int = 0) -> None:
+        self.model = model
+        self.name = f"model:{model.name}"
+        self.cold_start = cold_start and model.min_history == 0
         self.seed = seed
         self.D = Extrapolate(2)
-        self.nt: deque[np.ndarray] = deque(maxlen=2)
-        self._torch = torch
-
-    def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
-        self.nt.appendleft(np.asarray(nt_sR, np.float64))
-        self.D.observe(atoms, nt_sR, D_asii)
-
-    def predict(self, atoms: Atoms) -> Guess | None:
-        if len(self.nt) < 2:
-            return None
-        if self.nt[0].shape[0] != 1:
-            raise UnsupportedSetup("the density model is spin-paired and cannot guess a spin-polarised run; "
-                                   "use an extrapolation provider or a spin-paired calculation")
-        gen = self._torch.Generator(device=self.surrogate.device).manual_seed(self.seed)
-        z = self.surrogate.encode(self.nt[1], self.nt[0])
-        count = float(self.nt[0].sum() * self.surrogate.dV)
-        nt = self.surrogate.decode(self.surrogate.predict_next(z, "ddim", self.n_steps, gen), count)
-        D = self.D.predict(atoms)[1]
-        return nt[:1], D  # (1, N1, N2, N3): the one spin channel
-
-    def reset(self) -> None:
-        self.nt.clear()
-        self.D.reset()
-
-
-class SyncProvider:
-    """The atom-synchronised model (:class:`~ase_ldm.sync_predictor.SyncPredictor`) as a provider.
-
-    It predicts nt and the PAW matrices at the new positions from the last three converged
-    steps (fewer at the start of a run) and, with ``cold_start``, from the atoms alone for the
-    first SCF. Spin-paired calculations only.
-    """
-
-    def __init__(self, predictor: Any, cold_start: bool = True) -> None:
-        self.predictor = predictor
-        self.name = f"sync:{predictor.meta.get('name', 'run')}"
-        self.cold_start = cold_start
+        self._observed = 0
+        self._grid: tuple[int, int, int] | None = None
 
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         if np.shape(nt_sR)[0] != 1:
-            raise UnsupportedSetup("the synchronised model is spin-paired; use an extrapolation provider for a "
+            raise UnsupportedSetup("the density models are spin-paired; use an extrapolation provider for a "
                                    "spin-polarised run")
         self._grid = tuple(np.shape(nt_sR)[1:])
         D = np.stack([np.asarray(D)[0] for D in D_asii])
-        self.predictor.observe(atoms.positions, np.asarray(nt_sR)[0], D, atoms.numbers, atoms.cell[:])
+        self.model.observe(atoms.positions, np.asarray(nt_sR)[0], D, atoms.numbers, atoms.cell[:])
+        if not self.model.predicts_D:
+            self.D.observe(atoms, nt_sR, D_asii)
+        self._observed += 1
 
     def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
-        grid = grid or getattr(self, "_grid", None)
-        if grid is None:
+        grid = grid or self._grid
+        if grid is None or self._observed < self.model.min_history:
             return None
-        nt, D = self.predictor.predict(atoms.positions, atoms.numbers, atoms.cell[:], grid)
-        return nt[None], [D_a[None] for D_a in D]
+        nt, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], grid, seed=self.seed)
+        D_asii = self.D.predict(atoms)[1] if D is None else [D_a[None] for D_a in D]
+        return nt[None], D_asii
 
     def reset(self) -> None:
-        self.predictor.reset()
+        self.model.reset()
+        self.D.reset()
+        self._observed = 0
 
 
 def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityProvider:
@@ -252,17 +211,14 @@ def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityPr
         return Extrapolate(2)
     if name == "sad-extrapolate":
         if calc is None:
-            raise ValueError("the sad-extrapolate provider needs the GPAW calculator (for its setups and grid)")
-        from .data.gpaw_io import superposition_density
+            raise InvalidInput("the sad-extrapolate provider needs the GPAW calculator (for its setups and grid)")
+        from ..data.gpaw_io import superposition_density
 
         return SADExtrapolate(lambda atoms: superposition_density(calc, atoms))
-    from .surrogate import load_model
-    from .sync_predictor import SyncPredictor, is_sync_model
+    from ..core.registry import load
 
-    if is_sync_model(name):
-        return SyncProvider(SyncPredictor.load(name, device=device))
     try:
-        return ModelProvider(load_model(name, device=device))
-    except ValueError as err:
-        raise ValueError(f"unknown provider {name!r}: not one of {', '.join(PROVIDER_NAMES)}, and not a model "
-                         f"({err})") from None
+        return ModelProvider(load(name, device=device))
+    except CheckpointError as err:
+        raise InvalidInput(f"unknown provider {name!r}: not one of {', '.join(PROVIDER_NAMES)}, and not a model "
+                           f"({err})") from None

@@ -18,7 +18,8 @@ import numpy as np
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
-from .data.store import open_dataset
+from ..data.store import open_dataset
+from ..errors import DatasetError
 
 __all__ = ["run_provider", "scf_bench"]
 
@@ -26,15 +27,15 @@ __all__ = ["run_provider", "scf_bench"]
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
                  txt: str | None = None) -> dict[str, Any]:
     """One guided NVE run; per-step iterations, seconds, energies and forces."""
-    from .data.gpaw_io import calculator_from_provenance
-    from .gpaw_hook import guided_gpaw
+    from ..data.gpaw_io import calculator_from_provenance
+    from .hook import guided_gpaw
     from .providers import make_provider
 
     with open_dataset(data) as ds:
         atoms = ds.atoms(frame)
         if not ds.has("velocities"):
-            raise ValueError(f"{data}: no velocities stored; scf-bench starts MD from a frame's velocities")
-        dt = float(ds.attrs.get("timestep_fs", ds.timestep_fs))
+            raise DatasetError(f"{data}: no velocities stored; scf-bench starts MD from a frame's velocities")
+        dt = ds.timestep_fs
         calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt)
     calc = guided_gpaw(calc, make_provider(provider, calc, device=device))
     atoms.calc = calc

@@ -24,9 +24,9 @@ except ImportError:  # pragma: no cover - older ASE
     def thermalize_momenta(atoms, temperature_K, *, rng=None):
         _mb(atoms, temperature_K=temperature_K, rng=rng)
 
-from .data.recorder import DensityRecorder
-from .data.schema import DatasetError
-from .data.store import DensityWriter
+from ..errors import DatasetError, InvalidInput
+from .recorder import DensityRecorder
+from .store import DensityWriter
 
 __all__ = ["AIMDSettings", "li_liquid", "make_gpaw", "run_aimd", "PRESETS"]
 
@@ -43,7 +43,7 @@ def li_liquid(natoms: int = 16, seed: int = 0) -> Atoms:
     placed at random with a minimum distance of 2.2 Angstrom.
     """
     if natoms < 1:
-        raise ValueError(f"natoms must be positive, got {natoms}")
+        raise InvalidInput(f"natoms must be positive, got {natoms}")
     m = round((natoms / 2) ** (1 / 3))
     if 2 * m**3 == natoms:
         from ase.build import bulk
@@ -60,7 +60,7 @@ def li_liquid(natoms: int = 16, seed: int = 0) -> Atoms:
             if len(pos) == natoms:
                 atoms.positions = np.array(pos)
                 return atoms
-    raise RuntimeError(f"could not place {natoms} Li atoms without overlap")
+    raise InvalidInput(f"could not place {natoms} Li atoms without overlap")
 
 
 def _mic_distance(a: np.ndarray, b: np.ndarray, L: float) -> float:
@@ -122,12 +122,12 @@ class AIMDSettings:
 
     def __post_init__(self) -> None:
         if self.ensemble not in ("nvt", "nve"):
-            raise ValueError(f"ensemble must be 'nvt' or 'nve', got {self.ensemble!r}")
+            raise InvalidInput(f"ensemble must be 'nvt' or 'nve', got {self.ensemble!r}")
         for name in ("timestep_fs", "ecut", "temperature_K"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0 or self.interval < 1:
-            raise ValueError("steps must be >= 0 and interval >= 1")
+            raise InvalidInput("steps must be >= 0 and interval >= 1")
 
 
 def make_gpaw(settings: AIMDSettings, txt: str | None = None) -> Any:
@@ -186,7 +186,7 @@ def run_aimd(
             atoms.set_velocities(last.velocities)
             log.info("continuing %s from frame %d (t = %.2f fs)", out, len(writer) - 1, last.time_fs)
         elif atoms is None:
-            raise ValueError("no starting structure: give atoms, or append to an existing file")
+            raise InvalidInput("no starting structure: give atoms, or append to an existing file")
         else:
             atoms = atoms.copy()
         atoms.calc = make_gpaw(settings, txt=gpaw_txt)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -25,17 +26,15 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig, from_dict
+from ..errors import CheckpointError
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save_checkpoint", "read_meta", "load_weights",
-           "load_train_state"]
+__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save_checkpoint", "read_meta", "build_model",
+           "load_weights", "load_train_state"]
 
 FORMAT_NAME = "ase_ldm.model"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A model directory is missing, damaged, of another format version, or does not fit."""
+#: model.json holds configs and a loss history: far below this
+MAX_META_BYTES = 64 << 20
 
 
 def _sha256(path: Path) -> str:
@@ -105,10 +104,15 @@ def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{run}: no model.json; give a run directory written by 'ase-ldm train' "
                               "or a pretrained model name")
+    if not path.is_file() or path.stat().st_size > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: not a regular file of at most {MAX_META_BYTES} bytes; "
+                              "give a run directory written by ase-ldm")
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable or truncated JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}; the file is damaged")
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not an ase_ldm model (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -117,24 +121,59 @@ def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def model_config(meta: dict[str, Any]) -> ModelConfig:
-    try:
-        return from_dict(ModelConfig, meta["model_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"model.json has an invalid model_config ({err})") from None
-
-
 def _checked_file(run: Path, meta: dict[str, Any], key: str) -> Path:
     files = meta.get("files", {})
-    if key not in files:
+    if not isinstance(files, dict) or key not in files:
         raise CheckpointError(f"{run}/model.json names no {key} file")
-    path = run / files[key]
+    name = files[key]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise CheckpointError(f"{run}/model.json: {key} file {name!r} is not a plain file name inside the run "
+                              "directory; model.json was edited or damaged")
+    path = run / name
     if not path.exists():
         raise CheckpointError(f"{path}: missing; the run directory is incomplete")
+    if path.is_symlink() or not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file; the run directory is damaged")
     if _sha256(path) != files.get(f"{key}_sha256"):
         raise CheckpointError(f"{path}: checksum differs from model.json; the file was modified or truncated. "
                               "Restore it or retrain")
     return path
+
+
+def build_model(run_dir: str | os.PathLike, meta: dict[str, Any], factory: Any) -> torch.nn.Module:
+    """Build ``factory()`` for the checkpoint and load its weights, refusing oversized descriptions.
+
+    The network is first built on torch's ``meta`` device (no memory) and its tensor shapes are
+    compared with the header of the weights file, so a damaged or hostile ``model.json`` (say,
+    a grid of 10^5 points per axis) is refused before anything is allocated.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    run = Path(run_dir)
+    path = _checked_file(run, meta, "weights")
+    try:
+        with torch.device("meta"):
+            probe = factory()
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{run}/model.json describes no valid network ({err})") from None
+    try:
+        with safe_open(str(path), framework="pt") as fd:
+            shapes = {k: tuple(fd.get_slice(k).get_shape()) for k in fd.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read the weights ({err})") from None
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    if want != shapes:
+        diff = sorted(set(want.items()) ^ set(shapes.items()))[:3]
+        raise CheckpointError(f"{path}: weights do not fit the network model.json describes (e.g. {diff}); "
+                              "the files belong to different runs or were modified")
+    stored = sum(math.prod(s) for s in shapes.values())
+    total = sum(t.numel() for t in (*probe.parameters(), *probe.buffers()))
+    if total > 4 * stored + (1 << 24):
+        raise CheckpointError(f"{run}/model.json describes a network of {total} numbers for {stored} stored "
+                              "weights; the description is damaged")
+    model = factory()
+    load_weights(run, model, meta)
+    return model
 
 
 def load_weights(run_dir: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any] | None = None) -> None:

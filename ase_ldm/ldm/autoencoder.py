@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import AutoencoderConfig
+from .config import AutoencoderConfig
 
 __all__ = ["ResBlock3d", "Encoder", "Decoder", "Autoencoder", "level_shapes"]
 

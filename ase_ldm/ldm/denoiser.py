@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import DiffusionConfig
+from .config import DiffusionConfig
 
 __all__ = ["sinusoidal_embedding", "LatentDenoiser"]
 

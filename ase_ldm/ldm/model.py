@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import LossConfig, ModelConfig
-from ..losses import reconstruction_loss, scaled_jsd
-from ..sampling import SAMPLERS
+from ..errors import InvalidInput
 from .autoencoder import Autoencoder
+from .config import LossConfig, ModelConfig
 from .denoiser import LatentDenoiser
-from .diffusion import LinearSchedule
+from .diffusion import SAMPLERS, LinearSchedule
+from .losses import reconstruction_loss, scaled_jsd
 
 __all__ = ["DensityLDM"]
 
@@ -120,9 +120,9 @@ class DensityLDM(nn.Module):
     @torch.no_grad()
     def sample_next(self, z_t: torch.Tensor, sampler: str = "ddim", generator: torch.Generator | None = None,
                     n_steps: int = 20, clip: float | None = 2.0, temperature: float = 1.0) -> torch.Tensor:
-        """Sample the next latent z_{t+1} (B, d) given z_t (B, d); see :mod:`ase_ldm.sampling` for ``clip``."""
+        """Sample the next latent z_{t+1} (B, d) given z_t (B, d); see :mod:`ase_ldm.ldm.diffusion` for ``clip``."""
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+            raise InvalidInput(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         cond = self.standardize(z_t)
         if sampler == "ddim":
             u = SAMPLERS["ddim"](self.denoiser, self.schedule, cond, generator, n_steps=n_steps, clip=clip,

@@ -32,8 +32,9 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
-from .data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
-from .providers import DensityProvider, UnsupportedSetup, make_provider
+from ..data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
+from ..errors import UnsupportedSetup
+from .providers import DensityProvider, make_provider
 
 __all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_density", "GuidedGPAW",
            "guided_gpaw"]
@@ -201,7 +202,7 @@ _GUIDED = None
 def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:
     """A GPAW calculator (``gpaw.GPAW(**gpaw_kwargs)``) guided by ``provider`` in MD.
 
-    ``provider`` is a :class:`~ase_ldm.providers.DensityProvider` or its command-line name
+    ``provider`` is a :class:`~ase_ldm.scf.providers.DensityProvider` or its command-line name
     (``gpaw``, ``previous``, ``extrapolate-linear``, ``extrapolate-quadratic``,
     ``sad-extrapolate``, a model run directory or pretrained name).
     """

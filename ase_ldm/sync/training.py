@@ -1,4 +1,4 @@
-"""Train the atom-synchronised model (:class:`~ase_ldm.models.sync.SyncNet`).
+"""Train the atom-synchronised model (:class:`~ase_ldm.sync.net.SyncNet`).
 
 1. Fit the radial prior to the training frames (linear least squares, seconds).
 2. Set the network's input and output scales from the training frames.
@@ -8,13 +8,12 @@
 
 Frames ``[0, n_train)`` train; the last ``val_frames`` of them are held out for validation
 (relative L1 of ``nt`` with full history and from a cold start, relative error of D).
-Checkpoints (:mod:`ase_ldm.checkpoint`) every ``checkpoint_every`` epochs; ``resume=True``
+Checkpoints (:mod:`ase_ldm.core.checkpoint`) every ``checkpoint_every`` epochs; ``resume=True``
 continues from the last one. GPAW is not needed: the data come from a dataset file or a pack.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,12 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_train_state, load_weights, read_meta, save_checkpoint
-from .config import SyncTrainConfig, from_dict
-from .models.sync import SyncNet, extrapolation_weights
-from .prior import RadialPrior, band_limit, band_mask, fit_radial_prior
-from .sync_data import SyncSeries, load_pack, series_from_dataset, symmetry_ops
-from .training import resolve_device
+from ..core.checkpoint import read_meta
+from ..core.device import resolve_device
+from ..core.fourier import band_mask
+from ..core.runs import open_run, resume_state, save_run_config, write_checkpoint
+from ..errors import DatasetError, InvalidInput
+from .config import SyncTrainConfig
+from .net import SyncNet, extrapolation_weights
+from .prior import RadialPrior, band_limit, fit_radial_prior
+from .series import SyncSeries, load_pack, series_from_dataset
+from .symmetry import symmetry_ops
 
 __all__ = ["load_series", "set_scales", "train_sync", "evaluate_series", "SYNC_KIND"]
 
@@ -48,7 +51,7 @@ def load_series(path: str | os.PathLike, n_train: int | None, cfg: SyncTrainConf
         if n_train is not None:
             series = series.subset(n_train)
         return series, prior or stored, attrs
-    from .data.store import open_dataset
+    from ..data.store import open_dataset
 
     with open_dataset(path) as ds:
         n = len(ds) if n_train is None else min(n_train, len(ds))
@@ -56,7 +59,7 @@ def load_series(path: str | os.PathLike, n_train: int | None, cfg: SyncTrainConf
             prior = fit_radial_prior(((ds.array("positions", i, i + 1)[0], ds.nt(i).sum(0)) for i in range(n)),
                                      ds.numbers, ds.cell(0), dg=cfg.prior_dg, smoothness=cfg.prior_smoothness)
         series = series_from_dataset(ds, prior, 0, n)
-        attrs = {"path": str(path), "timestep_fs": ds.timestep_fs,
+        attrs = {"path": str(path), "timestep_fs": ds.frame_interval_fs,
                  **{k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float))}}
     return series, prior, attrs
 
@@ -71,7 +74,7 @@ def set_scales(model: SyncNet, series: SyncSeries, species: torch.Tensor, ops: l
     H = model.history
     T = len(series)
     if T < H + 2:
-        raise ValueError(f"{T} training frames; the synchronised model needs at least {H + 2}")
+        raise DatasetError(f"{T} training frames; the synchronised model needs at least {H + 2}")
     p, r, D = series.p.double(), series.r.double(), series.D.double()
     W = extrapolation_weights(H)
     t = torch.arange(H, T)
@@ -86,8 +89,8 @@ def set_scales(model: SyncNet, series: SyncSeries, species: torch.Tensor, ops: l
     for s in range(model.n_species):
         mean = D[:, species.cpu() == s].mean((0, 1))
         if ops:
-            from .models.sync import pack_D, unpack_D
-            from .sync_data import transform_D
+            from .net import pack_D, unpack_D
+            from .symmetry import transform_D
 
             full = unpack_D(mean, model.ni)
             mean = pack_D(sum(transform_D(full, op, series.l_i) for op in ops) / len(ops))
@@ -167,20 +170,14 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     Returns the history (one record per epoch: losses, seconds, validation metrics).
     """
     run = Path(run_dir)
-    saved_cfg = run / "config.json"
+    cfg, stored = open_run(run, SyncTrainConfig, cfg, resume, data_path)
     if resume:
-        if not saved_cfg.exists():
-            raise CheckpointError(f"{run}: nothing to resume (no config.json); start without --resume")
-        stored_doc = json.loads(saved_cfg.read_text())
-        stored = from_dict(SyncTrainConfig, stored_doc["config"])
-        if cfg is not None and cfg != stored:
-            raise ValueError(f"{run}: the given config differs from the run's config.json; resume with the same "
-                             "config (or none) or start a new run directory")
-        cfg, n_train = stored, stored_doc["n_train"]
-    else:
-        cfg = cfg or SyncTrainConfig()
-        if (run / "model.json").exists():
-            raise ValueError(f"{run} already holds a trained model; use --resume to continue it or another directory")
+        n_train = stored["n_train"]
+    for name in ("epochs", "batch_size", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if n_train is not None and n_train < 1:
+        raise InvalidInput(f"the number of training frames must be positive, got {n_train}")
     device = resolve_device(cfg.device)
     prior = RadialPrior.from_dict(read_meta(run)["prior"]) if resume else None
     series, prior, attrs = load_series(data_path, n_train, cfg, prior)
@@ -188,7 +185,7 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     H = cfg.model.history
     n_fit = n_train - cfg.val_frames
     if n_fit < H + 2 or cfg.val_frames < 1:
-        raise ValueError(f"{n_train} frames leave {n_fit} to fit after {cfg.val_frames} validation frames; "
+        raise DatasetError(f"{n_train} frames leave {n_fit} to fit after {cfg.val_frames} validation frames; "
                          f"record more frames or lower val_frames")
     species = torch.as_tensor(prior.species_index(series.numbers), device=device)
     torch.manual_seed(cfg.seed)
@@ -212,17 +209,10 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume:
-        meta = read_meta(run)
-        load_weights(run, model, meta)
-        state = load_train_state(run, meta)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = list(meta.get("history", []))[: meta["epoch"]]
-        start_epoch = meta["epoch"]
+        _, history, start_epoch, _ = resume_state(run, model, opt, sched)
         log.info("resuming %s at epoch %d", run, start_epoch)
     else:
-        run.mkdir(parents=True, exist_ok=True)
-        saved_cfg.write_text(json.dumps({"config": asdict(cfg), "n_train": n_train}, indent=1))
+        save_run_config(run, cfg, data_path, {"n_train": n_train})
     meta_base = {
         "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), "ni": series.ni,
         "grid": list(series.grid), "cell": series.cell.tolist(), "numbers": series.numbers.tolist(),
@@ -279,10 +269,7 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
             log.info("epoch %d: %s", epoch + 1, record)
             history.append(record)
             train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-            save_checkpoint(run, model, {**meta_base, "history": history}, train_state, epoch=epoch + 1)
-            tmp = run / "history.json.part"
-            tmp.write_text(json.dumps(history, indent=1))
-            os.replace(tmp, run / "history.json")
+            write_checkpoint(run, model, meta_base, train_state, epoch + 1, history)
         else:
             history.append(record)
     if bar is not None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.schema import DatasetError, Frame
-from .data.store import DensityWriter, open_dataset
-from .surrogate import load_model
+from ..data.schema import Frame
+from ..data.store import DensityWriter, open_dataset
+from ..errors import DatasetError, InvalidInput, ModelMismatch
+from .surrogate import DensitySurrogate
 
 __all__ = ["rollout_to_datasets"]
 
@@ -23,7 +24,7 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
     Returns the written dataset paths (one per sample). Outputs are written under temporary
     names and renamed when complete; existing outputs are refused unless ``overwrite``.
     """
-    sur = load_model(model, device)
+    sur = DensitySurrogate.load(model, device)
     out = Path(output)
     paths = [out] if samples == 1 else [out.with_name(f"{out.stem}-s{k}{out.suffix}") for k in range(samples)]
     for p in paths:
@@ -32,15 +33,15 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
     with open_dataset(init) as ds:
         i = frame % len(ds)
         if i < 1:
-            raise ValueError("--frame must be >= 1: the state needs the previous frame for the time derivative")
+            raise InvalidInput("--frame must be >= 1: the state needs the previous frame for the time derivative")
         if ds.grid != sur.grid:
-            raise ValueError(f"{init}: grid {ds.grid} differs from the model's {sur.grid}")
+            raise ModelMismatch(f"{init}: grid {ds.grid} differs from the model's {sur.grid}")
         if ds.natoms != len(sur.numbers) or np.any(ds.numbers != sur.numbers):
-            raise ValueError(f"{init}: species differ from the model's training system")
+            raise ModelMismatch(f"{init}: species differ from the model's training system")
         if np.abs(ds.cell(i) - sur.cell).max() > 1e-4:
-            raise ValueError(f"{init}: cell differs from the model's training cell")
+            raise ModelMismatch(f"{init}: cell differs from the model's training cell")
         if abs(ds.timestep_fs - sur.timestep_fs) > 1e-6:
-            raise ValueError(f"{init}: frames every {ds.timestep_fs} fs, the model steps {sur.timestep_fs} fs")
+            raise ModelMismatch(f"{init}: frames every {ds.timestep_fs} fs, the model steps {sur.timestep_fs} fs")
         first = ds.frame(i)
         n_prev, n = ds.nt(i - 1).sum(0), ds.nt(i).sum(0)
         times = ds.time_fs

@@ -4,7 +4,7 @@
 * Reproducible from the seed: weights from ``torch.manual_seed(seed)``, the batch order of
   epoch e from ``numpy.random.default_rng([seed, e])``, diffusion noise from a
   ``torch.Generator`` whose state is checkpointed.
-* Checkpoints every ``checkpoint_every`` epochs (atomically, see :mod:`ase_ldm.checkpoint`);
+* Checkpoints every ``checkpoint_every`` epochs (atomically, see :mod:`ase_ldm.core.checkpoint`);
   ``resume=True`` continues from the last one and reproduces the uninterrupted loss curve.
 * CPU by default, CUDA when present (``device='auto'``), several GPUs under ``torchrun``
   (DistributedDataParallel; each rank takes every world_size-th batch item, rank 0 writes).
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,24 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_train_state, load_weights, read_meta, save_checkpoint
-from .config import TrainConfig, from_dict
-from .data.store import open_dataset
-from .models.ldm import DensityLDM
+from ..core.device import resolve_device
+from ..core.runs import open_run, resume_state, save_run_config, write_checkpoint
+from ..data.store import open_dataset
+from ..errors import DatasetError, InvalidInput
+from .config import TrainConfig
+from .model import DensityLDM
 from .transforms import LogNormalTransform, fit_transform
 
-__all__ = ["resolve_device", "TrainingData", "train"]
+__all__ = ["TrainingData", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA if available else CPU; under torchrun, the local rank's GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
-    return torch.device(device)
 
 
 class TrainingData:
@@ -55,22 +47,22 @@ class TrainingData:
         with open_dataset(path) as ds:
             n = len(ds) if max_frames is None else min(len(ds), max_frames)
             if n < 8:
-                raise ValueError(f"{path}: {n} frames; training needs at least 8 consecutive frames")
+                raise DatasetError(f"{path}: {n} frames; training needs at least 8 consecutive frames")
             self.n_R = torch.from_numpy(ds.nt_range(0, n).sum(1, dtype=np.float32))
             self.grid = ds.grid
             self.cell = ds.cell(0)
             self.numbers = ds.numbers
-            self.dt_fs = ds.timestep_fs
+            self.dt_fs = ds.frame_interval_fs
             self.dV = ds.volume_element(0)
             self.provenance = {k: v for k, v in ds.attrs.items() if k not in ("units",)}
             self.source = str(Path(path).resolve())
             times = ds.time_fs[:n]
         if np.abs(np.diff(times) - self.dt_fs).max() > 1e-6:
-            raise ValueError(f"{path}: frames are not evenly spaced in time; training needs consecutive frames")
+            raise DatasetError(f"{path}: frames are not evenly spaced in time; training needs consecutive frames")
         n_test = max(3, int(round(n * test_fraction)))
         self.n_train = n - n_test
         if self.n_train < 4:
-            raise ValueError(f"{path}: too few frames ({n}) for a training part and a test part")
+            raise DatasetError(f"{path}: too few frames ({n}) for a training part and a test part")
         self.n_frames = n
         self.train_t = np.arange(1, self.n_train - 1)  # needs t-1 and t+1 inside the training part
         self.test_t = np.arange(self.n_train + 1, n - 1)
@@ -88,6 +80,19 @@ class TrainingData:
         if self.n_R.device != device:
             self.n_R = self.n_R.to(device)
         return self.n_R
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Refuse settings the loop cannot run with (InvalidInput naming the setting)."""
+    for name in ("epochs", "batch_size", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.test_fraction < 1:
+        raise InvalidInput(f"test_fraction must be between 0 and 1, got {cfg.test_fraction}")
+    if cfg.max_frames is not None and cfg.max_frames < 8:
+        raise InvalidInput(f"max_frames must be at least 8, got {cfg.max_frames}")
+    if not cfg.lr > 0:
+        raise InvalidInput(f"lr must be positive, got {cfg.lr}")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -123,19 +128,8 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
-    saved_cfg = run / "config.json"
-    if resume:
-        if not saved_cfg.exists():
-            raise CheckpointError(f"{run}: nothing to resume (no config.json); start without --resume")
-        stored = from_dict(TrainConfig, json.loads(saved_cfg.read_text()))
-        if cfg is not None and cfg != stored:
-            raise ValueError(f"{run}: the given config differs from the run's config.json; resume with the same "
-                             "config (or none) or start a new run directory")
-        cfg = stored
-    else:
-        cfg = cfg or TrainConfig()
-        if (run / "model.json").exists():
-            raise ValueError(f"{run} already holds a trained model; use --resume to continue it or another directory")
+    cfg, _ = open_run(run, TrainConfig, cfg, resume, data_path)
+    check_train_config(cfg)
     device = resolve_device(cfg.device)
     data = TrainingData(data_path, cfg.test_fraction, cfg.max_frames)
     transform = data.transform
@@ -150,19 +144,12 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:
-        meta = read_meta(run)
-        load_weights(run, model, meta)
+        meta, history, start_epoch, state = resume_state(run, model, opt, sched)
         transform = LogNormalTransform(**meta["transform"])
-        state = load_train_state(run, meta)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"][rank] if isinstance(state["generator"], list) else state["generator"])
-        history = list(meta.get("history", []))[: meta["epoch"]]
-        start_epoch = meta["epoch"]
         log.info("resuming %s at epoch %d", run, start_epoch)
     elif rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        saved_cfg.write_text(json.dumps(asdict(cfg), indent=1))
+        save_run_config(run, cfg, data_path)
     net: torch.nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -217,10 +204,7 @@ def train(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainCo
         if rank == 0 and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             gens = gen.get_state()
             train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gens}
-            save_checkpoint(run, model, {**meta_base, "history": history}, train_state, epoch=epoch + 1)
-            tmp = run / "history.json.part"
-            tmp.write_text(json.dumps(history, indent=1))
-            os.replace(tmp, run / "history.json")
+            write_checkpoint(run, model, meta_base, train_state, epoch + 1, history)
     if bar is not None:
         bar.close()
     return {"history": history, "run_dir": str(run)}

@@ -3,6 +3,6 @@
 from .autoencoder import Autoencoder, Decoder, Encoder
 from .denoiser import LatentDenoiser
 from .diffusion import LinearSchedule
-from .ldm import DensityLDM
+from .model import DensityLDM
 
 __all__ = ["Autoencoder", "Decoder", "Encoder", "LatentDenoiser", "LinearSchedule", "DensityLDM"]

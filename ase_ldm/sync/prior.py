@@ -25,16 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RadialPrior", "fit_radial_prior", "reciprocal_grid", "band_limit", "band_mask"]
+from ..core.fourier import reciprocal_grid
+from ..errors import InvalidInput, ModelMismatch
 
-
-def reciprocal_grid(cell: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
-    """G vectors of the half (rfft) grid, shape (N1, N2, N3 // 2 + 1, 3), 1/Angstrom."""
-    B = 2 * np.pi * np.linalg.inv(np.asarray(cell, np.float64)).T  # rows b_j
-    m = [np.fft.fftfreq(grid[0], 1 / grid[0]), np.fft.fftfreq(grid[1], 1 / grid[1]),
-         np.fft.rfftfreq(grid[2], 1 / grid[2])]
-    M = np.stack(np.meshgrid(*m, indexing="ij"), axis=-1)
-    return M @ B
+__all__ = ["RadialPrior", "fit_radial_prior", "band_limit"]
 
 
 def _hat_weights(g: np.ndarray, dg: float, nknots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +70,7 @@ class RadialPrior:
         lookup = {z: i for i, z in enumerate(self.numbers)}
         missing = sorted({int(z) for z in numbers} - set(lookup))
         if missing:
-            raise ValueError(f"the prior knows atomic numbers {list(self.numbers)}, not {missing}; "
+            raise ModelMismatch(f"the prior knows atomic numbers {list(self.numbers)}, not {missing}; "
                              "train on data that contains these elements")
         return np.array([lookup[int(z)] for z in numbers], np.int64)
 
@@ -149,14 +143,14 @@ def fit_radial_prior(frames: Any, numbers: np.ndarray, cell: np.ndarray, *, dg: 
             A = np.zeros((*G.shape[:3], ns, ns), np.complex128)
             B = np.zeros((*G.shape[:3], ns), np.complex128)
         elif nt.shape != grid:
-            raise ValueError(f"all frames need the grid {grid}, got {nt.shape}")
+            raise InvalidInput(f"all frames need the grid {grid}, got {nt.shape}")
         y = dV * np.fft.rfftn(nt)
         phase = np.exp(-1j * np.einsum("xyzc,ac->axyz", G, np.asarray(positions, np.float64)))
         S = np.stack([phase[sidx == s].sum(0) for s in range(ns)], axis=-1)  # (..., ns)
         A += np.conj(S)[..., :, None] * S[..., None, :]
         B += np.conj(S) * y[..., None]
     if grid is None:
-        raise ValueError("no frames to fit the prior to")
+        raise InvalidInput("no frames to fit the prior to")
     # multiplicity of each half-grid point in the full FFT grid
     mult = np.full(grid[2] // 2 + 1, 2.0)
     mult[0] = 1.0
@@ -204,7 +198,7 @@ def band_limit(nt_frames: Any, cell: np.ndarray, *, threshold: float = 1e-6, dg:
         else:
             amp += a
     if amp is None:
-        raise ValueError("no frames to find the band limit of")
+        raise InvalidInput("no frames to find the band limit of")
     ratio = amp / amp[0, 0, 0]
     edges = np.arange(0.0, g.max() + dg, dg)
     cut = float(edges[-1] + dg)
@@ -214,8 +208,3 @@ def band_limit(nt_frames: Any, cell: np.ndarray, *, threshold: float = 1e-6, dg:
             break
         cut = float(lo)
     return cut
-
-
-def band_mask(cell: np.ndarray, grid: tuple[int, int, int], g_max: float) -> np.ndarray:
-    """Boolean half-grid (rfft) mask of the plane waves with |G| < ``g_max``."""
-    return np.linalg.norm(reciprocal_grid(cell, grid), axis=-1) < g_max

@@ -1,4 +1,13 @@
-r"""Samplers of the next latent: pure functions of (denoiser, schedule, condition, noise).
+r"""DDPM with a linear variance schedule (Ho et al. 2020), as used by the paper.
+
+.. math::
+    q(z_k | z_0) = \mathcal N\!\left(\sqrt{\bar\alpha_k}\, z_0,\ (1 - \bar\alpha_k) I\right),\quad
+    \beta_k = \beta_1 + \tfrac{k-1}{K-1}(\beta_K - \beta_1),\quad \bar\alpha_k = \prod_{j \le k} (1 - \beta_j)
+
+Training minimises :math:`\mathbb E_{k, \epsilon} \| \epsilon - \epsilon_\theta(z_k, k, c) \|^2`
+with :math:`k` uniform in 1..K (here indexed 0..K-1).
+
+Samplers of the next latent are pure functions of (denoiser, schedule, condition, noise):
 
 * :func:`ddpm_sample` -- ancestral sampling through all K steps (Ho et al. 2020, Alg. 2) with
   :math:`\sigma_k^2 = \beta_k`.
@@ -18,9 +27,35 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models.diffusion import LinearSchedule
+from ..errors import InvalidInput
 
-__all__ = ["ddpm_sample", "ddim_sample", "clip_norm", "SAMPLERS"]
+__all__ = ["LinearSchedule", "ddpm_sample", "ddim_sample", "clip_norm", "SAMPLERS"]
+
+
+class LinearSchedule(nn.Module):
+    """The noise schedule: ``beta``, ``alpha_bar`` (buffers of length K)."""
+
+    def __init__(self, steps: int, beta_start: float, beta_end: float) -> None:
+        super().__init__()
+        beta = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+        alpha_bar = torch.cumprod(1 - beta, dim=0)
+        self.register_buffer("beta", beta.float(), persistent=False)
+        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+        self.steps = steps
+
+    def q_sample(self, z0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Corrupt clean latents ``z0`` (B, d) to step ``k`` (B,) with noise ``eps`` (B, d)."""
+        ab = self.alpha_bar[k].unsqueeze(-1)
+        return ab.sqrt() * z0 + (1 - ab).sqrt() * eps
+
+    def loss(self, denoiser: nn.Module, z0: torch.Tensor, cond: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The epsilon-prediction loss for a batch, with random steps and noise."""
+        k = torch.randint(0, self.steps, (z0.shape[0],), device=z0.device, generator=generator)
+        eps = torch.randn(z0.shape, device=z0.device, generator=generator)
+        return torch.mean((denoiser(self.q_sample(z0, k, eps), k, cond) - eps) ** 2)
+
+
 
 
 def clip_norm(z: torch.Tensor, clip: float | None) -> torch.Tensor:
@@ -70,7 +105,7 @@ def ddim_sample(denoiser: nn.Module, schedule: LinearSchedule, cond: torch.Tenso
     The only randomness is the starting noise, drawn from ``generator``.
     """
     if not 1 <= n_steps <= schedule.steps:
-        raise ValueError(f"n_steps must be in 1..{schedule.steps}, got {n_steps}")
+        raise InvalidInput(f"n_steps must be in 1..{schedule.steps}, got {n_steps}")
     ks = torch.linspace(schedule.steps - 1, 0, n_steps).round().long().tolist()
     z = temperature * torch.randn(cond.shape, device=cond.device, generator=generator)
     for i, k in enumerate(ks):

@@ -1,8 +1,9 @@
 """Serve the atom-synchronised model: one-step predictions of (nt, D) from positions and history.
 
->>> pred = SyncPredictor.load("li16-800K-sync")
->>> pred.observe(positions, nt, D)          # converged step: (Na, 3) A, (N1, N2, N3) e/A^3, (Na, ni, ni)
->>> nt_next, D_next = pred.predict(new_positions)
+>>> pred = ase_ldm.load("li16-800K-sync")
+>>> pred.observe(positions, nt, D, numbers, cell)   # converged step: (Na, 3) A, (N1, N2, N3) e/A^3,
+...                                                 # (Na, ni, ni), (Na,), (3, 3) A
+>>> nt_next, D_next = pred.predict(new_positions, numbers, cell, nt.shape)
 
 Without observed history the prediction is a cold start from the atoms alone. The model runs on
 any cell and grid whose grid spacing matches its training data (within 2 %) and whose species it
@@ -14,32 +15,30 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_weights, read_meta
-from .config import SyncConfig, from_dict
-from .models.sync import SyncNet, pack_D, unpack_D
-from .prior import PriorEvaluator, RadialPrior, band_mask
-from .surrogate import _model_dir
-from .sync_data import symmetry_ops, transform_D
-from .training import resolve_device
+from ..core.checkpoint import build_model
+from ..core.config import from_dict
+from ..core.device import resolve_device
+from ..core.fourier import band_mask
+from ..errors import CheckpointError, InvalidInput, ModelMismatch
+from .config import SyncConfig
+from .net import SyncNet, pack_D, unpack_D
+from .prior import PriorEvaluator, RadialPrior
+from .symmetry import symmetry_ops, transform_D
 
-__all__ = ["SyncPredictor", "is_sync_model"]
+__all__ = ["SyncPredictor"]
 
-
-def is_sync_model(name_or_path: str | os.PathLike) -> bool:
-    """True if ``name_or_path`` names an atom-synchronised model (run directory or pretrained)."""
-    try:
-        return read_meta(_model_dir(name_or_path)).get("kind") == "sync"
-    except CheckpointError:
-        return False
+#: a converged pseudo-density above this (electrons/Angstrom^3) is not a valence density in these units
+MAX_DENSITY = 1e3
 
 
 class SyncPredictor:
-    """A loaded :class:`~ase_ldm.models.sync.SyncNet` with its prior and a short history.
+    """A loaded :class:`~ase_ldm.sync.net.SyncNet` with its prior and a short history.
 
     Attributes
     ----------
@@ -57,16 +56,16 @@ class SyncPredictor:
         self.grid_spacing = np.asarray(meta["grid_spacing"], float)
         self.timestep_fs = meta.get("timestep_fs")
         self.history = model.history
+        self.name = str(meta.get("name", "model"))
+        self.species = tuple(int(z) for z in prior.numbers)
         #: past steps a prediction uses (<= history); fewer steps damp the growth of errors when
         #: the model is fed its own predictions instead of converged densities
-        self.max_history = model.history if max_history is None else int(max_history)
-        if not 0 <= self.max_history <= model.history:
-            raise ValueError(f"max_history must be between 0 and {model.history}, got {max_history}")
+        self.max_history = model.history if max_history is None else max_history
         #: average the prediction over this many of the cell's symmetry operations (1: none);
         #: costs that many network passes (one batch)
         self.symmetry_average = int(symmetry_average)
         if self.symmetry_average < 1:
-            raise ValueError(f"symmetry_average must be at least 1, got {symmetry_average}")
+            raise InvalidInput(f"symmetry_average must be at least 1, got {symmetry_average}")
         self._setup: tuple | None = None
         self._evaluator: PriorEvaluator | None = None
         self._species: torch.Tensor | None = None
@@ -74,35 +73,68 @@ class SyncPredictor:
         self._last_prior: tuple[bytes, torch.Tensor] | None = None
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str = "auto",
-             max_history: int | None = None, symmetry_average: int = 1) -> SyncPredictor:
-        """Load a run directory or pretrained name; no pickled code is executed."""
-        run = _model_dir(name_or_path)
-        meta = read_meta(run)
-        if meta.get("kind") != "sync":
-            raise CheckpointError(f"{run} is not an atom-synchronised model (kind {meta.get('kind', 'ldm')!r}); "
-                                  "load it with ase_ldm.load_model")
+    def load(cls, name_or_path: str | os.PathLike, device: str = "auto", max_history: int | None = None,
+             symmetry_average: int = 1) -> SyncPredictor:
+        """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`)."""
+        from ..core.registry import load
+
+        model = load(name_or_path, device, max_history=max_history, symmetry_average=symmetry_average)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{name_or_path} is not an atom-synchronised model ({type(model).__name__}); "
+                                  "load it with ase_ldm.load")
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", max_history: int | None = None,
+                        symmetry_average: int = 1) -> SyncPredictor:
+        """The registry's loader: build the network described by ``meta`` and load its weights."""
         for key in ("sync_config", "prior", "ni", "grid_spacing"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
         try:
             prior = RadialPrior.from_dict(meta["prior"])
-            model = SyncNet(from_dict(SyncConfig, meta["sync_config"]), len(prior.numbers), int(meta["ni"]))
+            cfg = from_dict(SyncConfig, meta["sync_config"])
+            ni = int(meta["ni"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
-        load_weights(run, model, meta)
+        model = build_model(run, meta, lambda: SyncNet(cfg, len(prior.numbers), ni))
         return cls(model, prior, meta, resolve_device(device), max_history, symmetry_average)
 
-    # -- set-up ----------------------------------------------------------------------------
+    # -- the registry's protocol (:class:`ase_ldm.core.registry.DensityModel`) ---------------
+    #: the atoms alone suffice (a cold start)
+    min_history = 0
+    predicts_D = True
+
+    @property
+    def max_history(self) -> int:
+        return self._max_history
+
+    @max_history.setter
+    def max_history(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= self.history:
+            raise InvalidInput(f"max_history must be an integer between 0 and {self.history}, got {value!r}")
+        self._max_history = int(value)
+
+    def grid_for(self, cell: np.ndarray) -> tuple[int, int, int]:
+        """The grid with the model's spacing on ``cell``: cell lengths / spacing, rounded."""
+        n = np.round(np.linalg.norm(np.asarray(cell, float), axis=1) / self.grid_spacing).astype(int)
+        return tuple(int(max(k, 1)) for k in n)
+
+    def seed(self, seed: int) -> None:
+        """The model is deterministic: nothing to seed."""
+
     def check_setup(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
-        """Refuse species, grids and cells the model cannot serve (ValueError saying what to change)."""
+        """Refuse species, grids and cells the model cannot serve (ModelMismatch saying what to change)."""
         cell = np.asarray(cell, float)
-        if np.linalg.matrix_rank(cell) < 3:
-            raise ValueError("the model is periodic in 3D: the cell needs three non-zero vectors")
-        self.prior.species_index(np.asarray(numbers))
+        if cell.shape != (3, 3) or not np.all(np.isfinite(cell)) or np.linalg.matrix_rank(cell) < 3:
+            raise ModelMismatch("the model is periodic in 3D: the cell needs three non-zero, independent vectors")
+        try:
+            self.prior.species_index(np.asarray(numbers))
+        except ValueError as err:
+            raise ModelMismatch(str(err)) from None
         spacing = np.linalg.norm(cell, axis=1) / np.asarray(grid)
         if np.any(np.abs(spacing / self.grid_spacing - 1) > 0.02):
-            raise ValueError(f"grid spacing {spacing.round(4).tolist()} A differs from the model's "
+            raise ModelMismatch(f"grid spacing {spacing.round(4).tolist()} A differs from the model's "
                              f"{self.grid_spacing.round(4).tolist()} A by more than 2 %; choose gpts = "
                              f"{np.round(np.linalg.norm(cell, axis=1) / self.grid_spacing).astype(int).tolist()}")
 
@@ -118,10 +150,10 @@ class SyncPredictor:
         self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
         if self.symmetry_average > 1:
             if self.meta.get("l_i") is None:
-                raise ValueError("this model.json lacks the projectors' angular momenta (l_i); "
+                raise ModelMismatch("this model.json lacks the projectors' angular momenta (l_i); "
                                  "symmetry averaging needs them")
             if len(self._ops) < self.symmetry_average:
-                raise ValueError(f"the cell has {len(self._ops)} symmetry operations of its grid; "
+                raise ModelMismatch(f"the cell has {len(self._ops)} symmetry operations of its grid; "
                                  f"symmetry_average={self.symmetry_average} needs that many")
         self._setup = key
         self._past.clear()
@@ -147,33 +179,47 @@ class SyncPredictor:
         """Forget the history: the next prediction is a cold start."""
         self._past.clear()
 
-    def observe(self, positions: np.ndarray, nt: np.ndarray, D: np.ndarray, numbers: np.ndarray,
-                cell: np.ndarray) -> None:
-        """Record a converged step.
+    def observe(self, positions: np.ndarray, nt: np.ndarray, D: np.ndarray | None, numbers: np.ndarray,
+                cell: np.ndarray, *, predicted: bool = False) -> None:
+        """Record a converged step (or, with ``predicted``, the model's own prediction).
 
         Parameters
         ----------
         positions : (Na, 3) Angstrom
-        nt : (N1, N2, N3) spin-summed pseudo-density, e/Angstrom^3
+        nt : (N1, N2, N3) spin-summed pseudo-density, e/Angstrom^3 (GPAW's smooth ``nt``,
+            positive; not the compensated density)
         D : (Na, ni, ni) spin-paired PAW matrices
         numbers : (Na,) atomic numbers; cell : (3, 3) Angstrom
         """
+        positions = np.asarray(positions, float)
+        if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):
+            raise InvalidInput(f"positions must be a finite (Na, 3) array, got shape {positions.shape}")
         nt = np.asarray(nt)
         if nt.ndim != 3 or not np.all(np.isfinite(nt)):
-            raise ValueError(f"nt must be a finite (N1, N2, N3) array, got shape {nt.shape}")
+            raise InvalidInput(f"nt must be a finite (N1, N2, N3) array, got shape {nt.shape}")
+        if nt.min() < -1e-6 or nt.max() > MAX_DENSITY:
+            raise InvalidInput(f"nt spans [{nt.min():.3g}, {nt.max():.3g}] e/Angstrom^3: pass GPAW's smooth "
+                               "pseudo-density nt in electrons/Angstrom^3 (not the compensated density, not "
+                               "electrons/Bohr^3)")
+        if D is None:
+            raise InvalidInput("the synchronised model needs the PAW matrices D of every observed step")
         D = np.asarray(D)
-        if D.shape != (len(positions), self.model.ni, self.model.ni):
-            raise ValueError(f"D must have shape {(len(positions), self.model.ni, self.model.ni)}, got {D.shape}")
+        if D.shape != (len(positions), self.model.ni, self.model.ni) or not np.all(np.isfinite(D)):
+            raise InvalidInput(f"D must be a finite array of shape {(len(positions), self.model.ni, self.model.ni)}, "
+                               f"got {D.shape}")
         self._prepare(numbers, cell, nt.shape)
         p = self.prior_density(positions)
         r = torch.as_tensor(nt, dtype=torch.float64, device=self.device).float() - p
         Dp = pack_D(torch.as_tensor(D, dtype=torch.float32, device=self.device))
-        self._past.appendleft((np.asarray(positions, float).copy(), p, r, Dp))
+        self._past.appendleft((positions.copy(), p, r, Dp))
 
     @torch.no_grad()
     def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray,
-                grid: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+                grid: tuple[int, int, int], *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The density (N1, N2, N3) e/Angstrom^3 and PAW matrices (Na, ni, ni) at ``positions``."""
+        positions = np.asarray(positions, float)
+        if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):
+            raise InvalidInput(f"positions must be a finite (Na, 3) array, got shape {positions.shape}")
         self._prepare(numbers, cell, tuple(grid))
         H = self.history
         p = self.prior_density(positions)

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .data.store import open_dataset
-from .surrogate import _model_dir, load_model
+from ..core.registry import model_dir
+from ..data.store import open_dataset
+from ..errors import InvalidInput
+from .surrogate import DensitySurrogate
 
 __all__ = ["frame_change", "calibrate_temperature"]
 
@@ -39,11 +41,11 @@ def calibrate_temperature(model: str | os.PathLike, data: str | os.PathLike, *, 
     write : bool
         Store ``sampling_temperature`` (and this calibration) in the model's model.json.
     """
-    sur = load_model(model, device="cpu")
+    sur = DensitySurrogate.load(model, device="cpu")
     lo, hi = sur.meta["train_frames"]
     start = (lo + hi) // 2 if start is None else start
     if not lo < start < hi:
-        raise ValueError(f"start frame {start} is outside the training frames {lo}..{hi - 1}")
+        raise InvalidInput(f"start frame {start} is outside the training frames {lo}..{hi - 1}")
     with open_dataset(data) as ds:
         train = [ds.nt(i).sum(0).astype(np.float64) for i in range(lo, hi)]
         n_prev, n = ds.nt(start - 1).sum(0), ds.nt(start).sum(0)
@@ -56,7 +58,7 @@ def calibrate_temperature(model: str | os.PathLike, data: str | os.PathLike, *, 
     out = {"sampling_temperature": float(best), "training_frame_change": target,
            "rollout_frame_change": {str(k): v for k, v in results.items()}, "start_frame": start, "steps": steps}
     if write:
-        path = _model_dir(model) / "model.json"
+        path = model_dir(model) / "model.json"
         meta = json.loads(path.read_text())
         meta["sampling_temperature"] = float(best)
         meta["temperature_calibration"] = out

@@ -1,0 +1,125 @@
+"""Point symmetries of a periodic orthorhombic grid and their action on densities, positions and PAW matrices.
+
+The synchronised model is trained with random operations that map the cell and grid onto
+themselves (axis permutations between equal axes, mirrors: 48 for a cubic cell), applied to the
+density (grid), the fractional positions and the PAW matrices together, and may average its
+predictions over them (:class:`~ase_ldm.sync.predictor.SyncPredictor`, ``symmetry_average``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInput
+
+__all__ = ["SymmetryOp", "symmetry_ops", "projector_l", "transform_D"]
+
+
+def projector_l(numbers: np.ndarray, xc: str = "PBE") -> list[int] | None:
+    """Angular momentum of each projector of the PAW matrices (GPAW's setups), or None when
+    GPAW is unavailable or the species differ in their projectors."""
+    try:
+        from ase.data import chemical_symbols
+        from gpaw.setup import create_setup
+    except ImportError:
+        return None
+    ls = set()
+    for z in sorted({int(z) for z in numbers}):
+        setup = create_setup(chemical_symbols[z], xc)
+        ls.add(tuple(ell for ell in setup.l_j for _ in range(2 * ell + 1)))
+    return list(ls.pop()) if len(ls) == 1 else None
+
+
+@dataclass(frozen=True)
+class SymmetryOp:
+    """A point operation that maps an orthorhombic periodic grid onto itself.
+
+    ``r'_i = sign_i * r_{perm_i}``: axes permuted (only between axes of equal length and grid
+    size), then mirrored. Grid point ``j`` maps to ``-j mod N`` on a mirrored axis.
+    """
+
+    perm: tuple[int, int, int]
+    sign: tuple[int, int, int]
+
+    @property
+    def R(self) -> np.ndarray:
+        """The Cartesian matrix, (3, 3)."""
+        R = np.zeros((3, 3))
+        for i in range(3):
+            R[i, self.perm[i]] = self.sign[i]
+        return R
+
+    def inverse(self) -> SymmetryOp:
+        """The operation that undoes this one."""
+        perm, sign = [0, 0, 0], [1, 1, 1]
+        for i in range(3):
+            perm[self.perm[i]] = i
+            sign[self.perm[i]] = self.sign[i]
+        return SymmetryOp(tuple(perm), tuple(sign))
+
+    def grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply to (..., N1, N2, N3)."""
+        nd = x.ndim
+        x = x.permute(*range(nd - 3), *(nd - 3 + p for p in self.perm))
+        for i, s in enumerate(self.sign):
+            if s < 0:
+                d = nd - 3 + i
+                x = torch.roll(torch.flip(x, [d]), 1, d)
+        return x
+
+    def frac(self, f: torch.Tensor) -> torch.Tensor:
+        """Apply to fractional coordinates (..., 3) of an orthorhombic cell."""
+        out = f[..., list(self.perm)]
+        return out * torch.tensor(self.sign, dtype=f.dtype, device=f.device)
+
+
+#: Cartesian index of each real l = 1 harmonic in GPAW's order (y, z, x).
+_GPAW_P_ORDER = (1, 2, 0)
+
+
+def transform_D(D: np.ndarray | torch.Tensor, op: SymmetryOp, l_i: list[int]) -> Any:
+    """The PAW matrices (..., ni, ni) of the transformed density: ``M D M^T``.
+
+    s projectors are unchanged; each p triple (GPAW order y, z, x) rotates with ``op.R``.
+    Only l <= 1 is supported (ValueError otherwise).
+    """
+    if max(l_i) > 1:
+        raise InvalidInput("only s and p projectors can be transformed; disable augmentation (augment=false)")
+    ni = len(l_i)
+    M = np.eye(ni)
+    R = op.R
+    i = 0
+    while i < ni:
+        if l_i[i] == 1:
+            for a in range(3):
+                for b in range(3):
+                    M[i + a, i + b] = R[_GPAW_P_ORDER[a], _GPAW_P_ORDER[b]]
+            i += 3
+        else:
+            i += 1
+    if isinstance(D, torch.Tensor):
+        Mt = torch.as_tensor(M, dtype=D.dtype, device=D.device)
+        return Mt @ D @ Mt.T
+    return M @ np.asarray(D) @ M.T
+
+
+def symmetry_ops(cell: np.ndarray, grid: tuple[int, int, int]) -> list[SymmetryOp]:
+    """The axis permutations and mirrors that map this cell and grid onto themselves
+    (48 for a cubic cell with an equal grid, 8 mirrors for an orthorhombic one, none otherwise)."""
+    import itertools
+
+    cell = np.asarray(cell, float)
+    lengths = np.linalg.norm(cell, axis=1)
+    if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
+        return []
+    ops = []
+    for perm in itertools.permutations(range(3)):
+        if any(abs(lengths[p] - lengths[i]) > 1e-8 or grid[p] != grid[i] for i, p in enumerate(perm)):
+            continue
+        for sign in itertools.product((1, -1), repeat=3):
+            ops.append(SymmetryOp(tuple(perm), tuple(sign)))
+    return ops

@@ -143,11 +143,13 @@ class DensityCalculator(Calculator):
         if self.model.predicts_D and self.model.max_history > 0:
             raise CalculatorMismatch("this model reads PAW matrices in its history; synchronise it by wrapping "
                                      "a GPAW calculator instead")
+        n_prev, n = (np.asarray(x, np.float64) for x in (n_prev, n))
+        n_prev, n = (x.sum(0) if x.ndim == 4 else x for x in (n_prev, n))  # spins summed
         self.model.reset()
         self._observed = 0
         for dens in (n_prev, n):
-            self._observe(atoms, np.asarray(dens, np.float64), None)
-        self._n_R = np.asarray(n, np.float64).copy()
+            self._observe(atoms, dens, None)
+        self._n_R = n.copy()
         self._model_steps = 0
 
     def _observe(self, atoms: Atoms, n: np.ndarray, D: np.ndarray | None, predicted: bool = False) -> None:

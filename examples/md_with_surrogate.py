@@ -41,13 +41,13 @@ def main() -> None:
     calc = DensityCalculator(args.model, calc=make_gpaw(AIMDSettings(ecut=args.ecut)),
                              resync_every=args.resync, record=str(out / "predicted.h5"))
     atoms.calc = calc
-    dyn = VelocityVerlet(atoms, calc.surrogate.timestep_fs * units.fs)
+    dyn = VelocityVerlet(atoms, calc.model.timestep_fs * units.fs)
 
     def pull_density() -> None:
         n = calc.get_pseudo_density()  # e/Angstrom^3, shape of the model's grid
         write_cube(out / f"density_{dyn.nsteps:04d}.cube", atoms, n)
         print(f"step {dyn.nsteps:3d}  E = {atoms.get_potential_energy():.4f} eV  "
-              f"electrons(nt) = {n.sum() * calc.surrogate.dV:.4f}", flush=True)
+              f"electrons(nt) = {n.sum() * atoms.get_volume() / n.size:.4f}", flush=True)
 
     dyn.attach(pull_density, interval=1)
     dyn.run(args.steps)

@@ -1,4 +1,14 @@
-"""Shared fixtures: tiny real GPAW systems (Li2 / Li3, PW(200), Gamma point)."""
+"""Shared fixtures.
+
+* tiny real GPAW systems (Li2, PW(200), Gamma point): ``gpaw_li2``, ``recorded``,
+  ``recorded_long`` -- tests that use them are marked ``gpaw`` and skipped where GPAW is absent;
+* ``synthetic`` / ``synthetic_long``: small datasets of Gaussian atomic densities that move with
+  the atoms (Li2 on GPAW's 12^3 grid of the same cell, with PAW-matrix-shaped D), written
+  without GPAW, so the data, model and analysis tests run on any machine (a GPU machine
+  without GPAW included). They test the plumbing, not the physics;
+* tiny models trained on ``synthetic_long``: ``trained`` (the paper's model) and
+  ``trained_sync`` (the synchronised model).
+"""
 
 from __future__ import annotations
 
@@ -76,7 +86,83 @@ def frame_with(frame, **changes):
     return dataclasses.replace(frame, **changes)
 
 
-__all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np"]
+__all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np", "synthetic_frames", "write_synthetic"]
+
+#: ase.units.fs (one femtosecond in ASE's time unit), here so that the synthetic data need no ASE
+ASE_FS = 0.09822694788464063
+
+#: fixtures that run GPAW: a test that uses one (directly or through another fixture) is marked ``gpaw``
+GPAW_FIXTURES = {"gpaw_li2", "recorded", "recorded_long", "recorded_copy"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if GPAW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gpaw)
+
+
+def synthetic_frames(n_frames: int, natoms: int = 2, grid: tuple[int, int, int] = (12, 12, 12),
+                     a: float = 3.635, dt_fs: float = 2.0, seed: int = 0):
+    """Frames of Gaussian atomic densities (1 electron per atom, width 0.7 A, periodic) on a
+    cubic cell, the atoms moving on smooth periodic paths, with smooth (1, 5, 5) PAW-shaped
+    matrices, velocities, energies and forces. Yields :class:`ase_ldm.data.Frame`."""
+    from ase_ldm.data import Frame
+
+    rng = np.random.default_rng(seed)
+    cell = np.eye(3) * a
+    start = rng.random((natoms, 3)) * a
+    amp, freq, phase = rng.normal(0, 0.25, (natoms, 3)), rng.uniform(0.02, 0.05, (natoms, 3)), rng.random((natoms, 3))
+    base_D = rng.normal(0, 0.1, (5, 5))
+    base_D = base_D + base_D.T + np.diag([1.0, 0.2, 0.2, 0.2, 0.5])
+    axes = [np.arange(n) / n * a for n in grid]
+    R = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)  # (N1, N2, N3, 3)
+    sigma = 0.7
+    for t in range(n_frames):
+        arg = 2 * np.pi * (freq * t + phase)
+        pos = start + amp * np.sin(arg)
+        vel = amp * 2 * np.pi * freq * np.cos(arg) / (dt_fs * ASE_FS)  # Angstrom per ASE time unit
+        n = np.full(grid, 1e-3)
+        for p in pos:
+            d = (R - p + a / 2) % a - a / 2  # minimum image
+            n += np.exp(-(d**2).sum(-1) / (2 * sigma**2)) / (2 * np.pi * sigma**2) ** 1.5
+        D = [(base_D * (1 + 0.05 * np.sin(2 * np.pi * p / a).sum()))[None] for p in pos]
+        yield Frame(nt_sR=n[None].astype(np.float32), positions=pos, cell=cell, numbers=np.full(natoms, 3),
+                    time_fs=t * dt_fs, D_asii=D, velocities=vel, energy=float(-1.9 * natoms + 0.01 * np.sin(t)),
+                    forces=np.zeros((natoms, 3)))
+
+
+def write_synthetic(path, n_frames: int, **kw) -> Path:
+    """Write :func:`synthetic_frames` as a dataset (attributes as a recording at PW(200) would have)."""
+    from ase_ldm.data import DensityWriter
+
+    attrs = {"source": "synthetic test frames (Gaussian atoms, not DFT)", "timestep_fs": kw.get("dt_fs", 2.0),
+             "xc": "LDA", "mode": "pw"}
+    with DensityWriter(path, attrs=attrs) as w:
+        for f in synthetic_frames(n_frames, **kw):
+            w.append(f)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """A 4-frame synthetic dataset 1 fs apart, shaped like :func:`recorded` (no GPAW needed)."""
+    return write_synthetic(tmp_path_factory.mktemp("syn") / "syn.h5", 4, dt_fs=1.0)
+
+
+@pytest.fixture
+def synthetic_copy(synthetic, tmp_path):
+    """A private copy of :func:`synthetic` that a test may modify."""
+    import shutil
+
+    dst = tmp_path / "copy.h5"
+    shutil.copy(synthetic, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def synthetic_long(tmp_path_factory):
+    """A 14-frame synthetic dataset (enough to train and test a tiny model; no GPAW needed)."""
+    return write_synthetic(tmp_path_factory.mktemp("synlong") / "syn_long.h5", 14)
 
 
 @pytest.fixture(scope="session")
@@ -105,12 +191,12 @@ def tiny_train_config(**kw):
 
 
 @pytest.fixture(scope="session")
-def trained(recorded_long, tmp_path_factory):
-    """A tiny model trained for 4 epochs on :func:`recorded_long`: (run_dir, history)."""
+def trained(synthetic_long, tmp_path_factory):
+    """A tiny model trained for 4 epochs on :func:`synthetic_long`: (run_dir, history)."""
     from ase_ldm.ldm.training import train
 
     run = tmp_path_factory.mktemp("run") / "tiny"
-    out = train(recorded_long, run, tiny_train_config(epochs=4), progress=False)
+    out = train(synthetic_long, run, tiny_train_config(epochs=4), progress=False)
     return run, out["history"]
 
 
@@ -125,10 +211,10 @@ def tiny_sync_config(**kw):
 
 
 @pytest.fixture(scope="session")
-def trained_sync(recorded_long, tmp_path_factory):
-    """A tiny synchronised model trained on the first 11 frames of :func:`recorded_long`."""
+def trained_sync(synthetic_long, tmp_path_factory):
+    """A tiny synchronised model trained on the first 11 frames of :func:`synthetic_long`."""
     from ase_ldm.sync.training import train_sync
 
     run = tmp_path_factory.mktemp("sync") / "tiny-sync"
-    out = train_sync(recorded_long, run, tiny_sync_config(), n_train=11, progress=False)
+    out = train_sync(synthetic_long, run, tiny_sync_config(), n_train=11, progress=False)
     return run, out["history"]

@@ -16,21 +16,21 @@ REQUIRED = ["jsd_histogram", "sk_k", "sk_pred", "sk_ref", "sk_rel_error", "rel_l
             "electron_count_drift"]
 
 
-def test_persistence_baseline_and_evaluate_cli(recorded, tmp_path, capsys):
+def test_persistence_baseline_and_evaluate_cli(synthetic, tmp_path, capsys):
     base = tmp_path / "persistence.h5"
-    assert main(["baseline", str(recorded), "--kind", "persistence", "-o", str(base)]) == 0
-    with open_dataset(base) as b, open_dataset(recorded) as r:
+    assert main(["baseline", str(synthetic), "--kind", "persistence", "-o", str(base)]) == 0
+    with open_dataset(base) as b, open_dataset(synthetic) as r:
         assert len(b) == len(r) - 1
         np.testing.assert_array_equal(b.nt(0), r.nt(0))  # prediction for frame 1 is frame 0
         np.testing.assert_allclose(b.time_fs, r.time_fs[1:])
     out = tmp_path / "report"
-    assert main(["evaluate", str(base), "--reference", str(recorded), "-o", str(out)]) == 0
+    assert main(["evaluate", str(base), "--reference", str(synthetic), "-o", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     for key in REQUIRED:
         assert key in m, key
     assert m["computed"]["pointwise"] and m["computed"]["pointwise_frames"] == 3
     # pointwise errors equal a direct computation
-    with open_dataset(recorded) as r:
+    with open_dataset(synthetic) as r:
         direct = [np.abs(r.nt(t - 1) - r.nt(t)).sum() / r.nt(t).sum() for t in range(1, 4)]
     assert m["rel_l1_mean"] == pytest.approx(np.mean(direct), rel=1e-6)
     assert 0 <= m["jsd_histogram"] < 0.05
@@ -41,9 +41,9 @@ def test_persistence_baseline_and_evaluate_cli(recorded, tmp_path, capsys):
     assert list(out.glob("slices_frame*.png"))
 
 
-def test_extrapolations_beat_persistence_on_md(recorded, tmp_path):
+def test_extrapolations_beat_persistence_on_md(synthetic, tmp_path):
     errors = {}
-    with open_dataset(recorded) as r:
+    with open_dataset(synthetic) as r:
         for kind in ("persistence", "linear", "quadratic"):
             (f,) = list(baseline_frames(r, kind, start=3))
             errors[kind] = np.abs(f.nt_sR - r.nt(3)).sum() / r.nt(3).sum()
@@ -63,23 +63,23 @@ def test_sad_baselines_use_gpaw(recorded, tmp_path):
     assert err_sade < err_sad / 5  # the extrapolated residual fixes most of it
 
 
-def test_non_corresponding_trajectories_get_statistics_only(recorded, tmp_path):
+def test_non_corresponding_trajectories_get_statistics_only(synthetic, tmp_path):
     # shift the times: same densities, no frame corresponds
-    with open_dataset(recorded) as r:
+    with open_dataset(synthetic) as r:
         frames = [r.frame(i) for i in range(len(r))]
     shifted = [f.__class__(**{**f.__dict__, "time_fs": f.time_fs + 100.0}) for f in frames[:3]]
     path = tmp_path / "shifted.h5"
     write_frames(path, shifted, {"timestep_fs": 1.0})
-    m = evaluate(path, recorded, tmp_path / "rep", plots=True)
+    m = evaluate(path, synthetic, tmp_path / "rep", plots=True)
     assert not m["computed"]["pointwise"] and "rel_l1_mean" not in m
     assert m["frames_pred"] == 3 and m["frames_ref"] == 4
     assert m["jsd_histogram"] < 0.05
 
 
-def test_evaluate_refuses_other_grids(recorded, tmp_path):
-    with open_dataset(recorded) as r:
+def test_evaluate_refuses_other_grids(synthetic, tmp_path):
+    with open_dataset(synthetic) as r:
         f = r.frame(0)
     other = tmp_path / "other.h5"
     write_frames(other, [f.__class__(**{**f.__dict__, "nt_sR": np.ones((1, 8, 8, 8), np.float32)})])
     with pytest.raises(DatasetError, match="grid"):
-        evaluate(other, recorded)
+        evaluate(other, synthetic)

@@ -34,9 +34,9 @@ def test_read_back_recorded_trajectory(recorded):
         assert "nt_sR" in attrs["nt_source"]
 
 
-def test_windows_split_and_torch(recorded):
+def test_windows_split_and_torch(synthetic):
     torch = pytest.importorskip("torch")
-    with open_dataset(recorded) as ds:
+    with open_dataset(synthetic) as ds:
         w = ds.window(3, 3)
         assert w.shape == (3, 1, 12, 12, 12)
         np.testing.assert_array_equal(w[-1], ds.nt(3))
@@ -68,8 +68,8 @@ def _refused(path, frame, match, **kw):
 
 
 @pytest.mark.parametrize("case", ["grid", "species", "cell", "timestep", "nan", "negative", "missing_D"])
-def test_append_refuses_incompatible_frames(recorded_copy, case):
-    with open_dataset(recorded_copy) as ds:
+def test_append_refuses_incompatible_frames(synthetic_copy, case):
+    with open_dataset(synthetic_copy) as ds:
         last = ds[len(ds) - 1]
     good_t = last.time_fs + 1.0
     frames = {
@@ -82,49 +82,49 @@ def test_append_refuses_incompatible_frames(recorded_copy, case):
         "missing_D": (frame_with(last, time_fs=good_t, D_asii=None), "missing 'D'"),
     }
     frame, match = frames[case]
-    _refused(recorded_copy, frame, match)
-    with open_dataset(recorded_copy) as ds:
+    _refused(synthetic_copy, frame, match)
+    with open_dataset(synthetic_copy) as ds:
         np.testing.assert_array_equal(ds.nt(len(ds) - 1), last.nt_sR)
 
 
-def test_append_refuses_other_md_timestep(recorded_copy):
+def test_append_refuses_other_md_timestep(synthetic_copy):
     with pytest.raises(DatasetError, match="timestep 1.0 fs"):
-        DensityWriter(recorded_copy, append=True, attrs={"timestep_fs": 2.0})
+        DensityWriter(synthetic_copy, append=True, attrs={"timestep_fs": 2.0})
 
 
-def test_existing_file_is_never_overwritten_by_accident(recorded_copy):
-    before = file_digest(recorded_copy)
+def test_existing_file_is_never_overwritten_by_accident(synthetic_copy):
+    before = file_digest(synthetic_copy)
     with pytest.raises(DatasetError, match="exists"):
-        DensityWriter(recorded_copy)
-    assert file_digest(recorded_copy) == before
+        DensityWriter(synthetic_copy)
+    assert file_digest(synthetic_copy) == before
 
 
-def test_append_continues_and_matches(recorded_copy):
-    with open_dataset(recorded_copy) as ds:
+def test_append_continues_and_matches(synthetic_copy):
+    with open_dataset(synthetic_copy) as ds:
         last, n = ds[len(ds) - 1], len(ds)
-    with DensityWriter(recorded_copy, append=True) as w:
+    with DensityWriter(synthetic_copy, append=True) as w:
         w.append(frame_with(last, time_fs=last.time_fs + 1.0))
-    with open_dataset(recorded_copy) as ds:
+    with open_dataset(synthetic_copy) as ds:
         assert len(ds) == n + 1
         np.testing.assert_allclose(ds.time_fs[-2:], [last.time_fs, last.time_fs + 1.0])
 
 
-def test_partial_frame_is_ignored_then_trimmed(recorded_copy):
+def test_partial_frame_is_ignored_then_trimmed(synthetic_copy):
     # Simulate a kill between writing nt and time_fs: nt has one frame more.
-    with h5py.File(recorded_copy, "r+") as f:
+    with h5py.File(synthetic_copy, "r+") as f:
         n = len(f["time_fs"])
         f["nt"].resize(n + 1, axis=0)
         f["nt"][n] = 7.0
-    with open_dataset(recorded_copy) as ds:
+    with open_dataset(synthetic_copy) as ds:
         assert len(ds) == n
-    with DensityWriter(recorded_copy, append=True) as w:
+    with DensityWriter(synthetic_copy, append=True) as w:
         assert len(w) == n
-    with h5py.File(recorded_copy, "r") as f:
+    with h5py.File(synthetic_copy, "r") as f:
         assert len(f["nt"]) == n
 
 
-def test_truncated_and_foreign_files_give_clear_errors(recorded, tmp_path):
-    data = recorded.read_bytes()
+def test_truncated_and_foreign_files_give_clear_errors(synthetic, tmp_path):
+    data = synthetic.read_bytes()
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="truncated"):
@@ -144,9 +144,9 @@ def test_truncated_and_foreign_files_give_clear_errors(recorded, tmp_path):
         open_dataset(tmp_path / "missing.h5")
 
 
-def test_species_with_different_projector_counts(tmp_path, recorded):
+def test_species_with_different_projector_counts(tmp_path, synthetic):
     """D of atoms with different ni (e.g. Li ni=5 next to an atom with ni=13) round-trips."""
-    with open_dataset(recorded) as ds:
+    with open_dataset(synthetic) as ds:
         fr = ds[0]
     rng = np.random.default_rng(0)
     D = [rng.normal(size=(1, 5, 5)), rng.normal(size=(1, 13, 13))]

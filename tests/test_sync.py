@@ -138,17 +138,17 @@ def test_training_improves_and_checkpoints(trained_sync):
         assert np.isfinite(history[-1][key])
 
 
-def test_resume_reproduces_uninterrupted_training(recorded_long, trained_sync, tmp_path):
+def test_resume_reproduces_uninterrupted_training(synthetic_long, trained_sync, tmp_path):
     from safetensors.torch import load_file
 
     from ase_ldm.sync.training import train_sync
 
     run = tmp_path / "r"
-    train_sync(recorded_long, run, tiny_sync_config(), n_train=11, progress=False, stop_after=4)
+    train_sync(synthetic_long, run, tiny_sync_config(), n_train=11, progress=False, stop_after=4)
     assert json.loads((run / "model.json").read_text())["epoch"] == 4
     with pytest.raises(ValueError, match="differs"):
-        train_sync(recorded_long, run, tiny_sync_config(epochs=4), resume=True, progress=False)
-    train_sync(recorded_long, run, None, resume=True, progress=False)
+        train_sync(synthetic_long, run, tiny_sync_config(epochs=4), resume=True, progress=False)
+    train_sync(synthetic_long, run, None, resume=True, progress=False)
     ref_run, _ = trained_sync
     a = load_file(str(run / json.loads((run / "model.json").read_text())["files"]["weights"]))
     b = load_file(str(ref_run / json.loads((ref_run / "model.json").read_text())["files"]["weights"]))
@@ -157,7 +157,7 @@ def test_resume_reproduces_uninterrupted_training(recorded_long, trained_sync, t
         torch.testing.assert_close(a[k], b[k])
 
 
-def test_predictor_checks_and_predicts(trained_sync, recorded_long):
+def test_predictor_checks_and_predicts(trained_sync, synthetic_long):
     from ase_ldm.data import open_dataset
     from ase_ldm.errors import CheckpointError
     from ase_ldm.ldm.surrogate import DensitySurrogate
@@ -167,7 +167,7 @@ def test_predictor_checks_and_predicts(trained_sync, recorded_long):
     pred = SyncPredictor.load(run, device="cpu")
     with pytest.raises(CheckpointError, match="not a latent diffusion model"):
         DensitySurrogate.load(run)
-    with open_dataset(recorded_long) as ds:
+    with open_dataset(synthetic_long) as ds:
         f = [ds.frame(i) for i in range(4)]
         D = [np.stack([d[0] for d in ds.D_asii(i)]) for i in range(4)]
         grid, cell, Z = ds.grid, ds.cell(0), ds.numbers
@@ -189,13 +189,13 @@ def test_predictor_checks_and_predicts(trained_sync, recorded_long):
     np.testing.assert_allclose(D_warm, np.swapaxes(D_warm, 1, 2))
 
 
-def test_pack_roundtrip(trained_sync, recorded_long, tmp_path):
+def test_pack_roundtrip(trained_sync, synthetic_long, tmp_path):
     from ase_ldm.data import open_dataset
     from ase_ldm.sync.predictor import SyncPredictor
     from ase_ldm.sync.series import load_pack, save_pack, series_from_dataset
 
     prior = SyncPredictor.load(trained_sync[0], device="cpu").prior
-    with open_dataset(recorded_long) as ds:
+    with open_dataset(synthetic_long) as ds:
         series = series_from_dataset(ds, prior)
     save_pack(tmp_path / "p.npz", series, prior, {"timestep_fs": 2.0})
     back, prior2, attrs = load_pack(tmp_path / "p.npz")
@@ -208,27 +208,27 @@ def test_pack_roundtrip(trained_sync, recorded_long, tmp_path):
         load_pack(tmp_path / "bad.npz")
 
 
-def test_predict_cli_writes_scored_dataset(trained_sync, recorded_long, tmp_path):
+def test_predict_cli_writes_scored_dataset(trained_sync, synthetic_long, tmp_path):
     from ase_ldm.cli.main import main
     from ase_ldm.data import open_dataset
 
     run, _ = trained_sync
     out = tmp_path / "pred.h5"
-    assert main(["predict", str(run), "--data", str(recorded_long), "-o", str(out), "--no-progress"]) == 0
-    with open_dataset(recorded_long) as ref, open_dataset(out) as pred:
+    assert main(["predict", str(run), "--data", str(synthetic_long), "-o", str(out), "--no-progress"]) == 0
+    with open_dataset(synthetic_long) as ref, open_dataset(out) as pred:
         assert len(pred) == len(ref) - 1
         np.testing.assert_allclose(pred.array("positions", 0, 1)[0], ref.array("positions", 1, 2)[0])
         assert pred.time_fs[0] == ref.time_fs[1] and pred.has("D")
         rel = np.abs(pred.nt(5) - ref.nt(6)).sum() / ref.nt(6).sum()
         assert rel < 0.05
     # resuming a complete output adds nothing; another model's output is refused
-    assert main(["predict", str(run), "--data", str(recorded_long), "-o", str(out), "--resume",
+    assert main(["predict", str(run), "--data", str(synthetic_long), "-o", str(out), "--resume",
                  "--no-progress"]) == 0
     with open_dataset(out) as pred:
-        assert len(pred) == len(open_dataset(recorded_long)) - 1
-    assert main(["predict", "li16-800K-sync", "--data", str(recorded_long), "-o", str(out), "--resume",
+        assert len(pred) == len(open_dataset(synthetic_long)) - 1
+    assert main(["predict", "li16-800K-sync", "--data", str(synthetic_long), "-o", str(out), "--resume",
                  "--no-progress"]) == 2
-    assert main(["evaluate", str(out), "--reference", str(recorded_long), "-o", str(tmp_path / "ev"),
+    assert main(["evaluate", str(out), "--reference", str(synthetic_long), "-o", str(tmp_path / "ev"),
                  "--no-plots"]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "rel_l1" in json.dumps(metrics)
@@ -275,7 +275,7 @@ def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_lo
     np.testing.assert_allclose(f1, f0, atol=2e-2)
 
 
-def test_density_calculator_with_sync_model(trained_sync, recorded_long):
+def test_density_calculator_with_sync_model(trained_sync, synthetic_long):
     """Any force calculator + the synchronised model: a density per MD step from the atoms alone."""
     from ase import Atoms, units
     from ase.calculators.lj import LennardJones
@@ -287,7 +287,7 @@ def test_density_calculator_with_sync_model(trained_sync, recorded_long):
     from ase_ldm.sync.predictor import SyncPredictor
 
     run, _ = trained_sync
-    with open_dataset(recorded_long) as ds:
+    with open_dataset(synthetic_long) as ds:
         atoms = ds.atoms(5)
         grid = ds.grid
     atoms.calc = DensityCalculator(str(run), calc=LennardJones(sigma=2.5, epsilon=0.05, rc=3.5), device="cpu")
@@ -338,21 +338,21 @@ def test_trained_model_records_band_limit(trained_sync):
     assert 0 < meta["band_limit"] < 50
 
 
-def test_train_sync_cli(recorded_long, tmp_path):
+def test_train_sync_cli(synthetic_long, tmp_path):
     from ase_ldm.cli.main import main
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"model": {"channels": 4, "dilations": [1], "d_hidden": 8}, "val_frames": 3,
                                "batch_size": 4, "device": "cpu"}))
     run = tmp_path / "run"
-    assert main(["train-sync", str(recorded_long), "--train", "11", "--config", str(cfg), "--epochs", "1",
+    assert main(["train-sync", str(synthetic_long), "--train", "11", "--config", str(cfg), "--epochs", "1",
                  "-o", str(run), "--no-progress"]) == 0
     assert json.loads((run / "model.json").read_text())["epoch"] == 1
     # a second start into the same directory, and a resume that changes settings, are refused
-    assert main(["train-sync", str(recorded_long), "--train", "11", "--config", str(cfg), "-o", str(run),
+    assert main(["train-sync", str(synthetic_long), "--train", "11", "--config", str(cfg), "-o", str(run),
                  "--no-progress"]) == 2
-    assert main(["train-sync", str(recorded_long), "--epochs", "3", "--resume", "-o", str(run), "--no-progress"]) == 2
-    assert main(["train-sync", str(recorded_long), "--resume", "-o", str(run), "--no-progress"]) == 0
+    assert main(["train-sync", str(synthetic_long), "--epochs", "3", "--resume", "-o", str(run), "--no-progress"]) == 2
+    assert main(["train-sync", str(synthetic_long), "--resume", "-o", str(run), "--no-progress"]) == 0
 
 
 def test_symmetry_average_makes_the_predictor_equivariant():
@@ -383,7 +383,7 @@ def test_symmetry_average_makes_the_predictor_equivariant():
 
 
 def test_predict_refuses_another_timestep_and_serves_the_paper_model(trained_sync, trained, recorded,
-                                                                       recorded_long, tmp_path):
+                                                                       synthetic_long, tmp_path):
     from ase_ldm.cli.main import main
     from ase_ldm.data import open_dataset
 
@@ -395,6 +395,6 @@ def test_predict_refuses_another_timestep_and_serves_the_paper_model(trained_syn
                  "--no-progress"]) == 0
     # the paper's latent model predicts from the two previous frames, without D
     ldm_out = tmp_path / "ldm.h5"
-    assert main(["predict", str(trained[0]), "--data", str(recorded_long), "-o", str(ldm_out), "--no-progress"]) == 0
-    with open_dataset(ldm_out) as pred, open_dataset(recorded_long) as ref:
+    assert main(["predict", str(trained[0]), "--data", str(synthetic_long), "-o", str(ldm_out), "--no-progress"]) == 0
+    with open_dataset(ldm_out) as pred, open_dataset(synthetic_long) as ref:
         assert len(pred) == len(ref) - 1 and not pred.has("D")

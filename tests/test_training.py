@@ -1,4 +1,4 @@
-"""Training on real GPAW data: overfitting, checkpoints, refusal, resume, rollout + evaluate."""
+"""Training the paper's model: overfitting, checkpoints, refusal, resume, rollout + evaluate."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_tiny_model_overfits_tiny_real_dataset(recorded_long, tmp_path):
     assert err < 0.02, f"reconstruction rel. L1 {err:.4f} on a training frame"
 
 
-def test_checkpoint_files_and_loading(trained, recorded_long):
+def test_checkpoint_files_and_loading(trained, synthetic_long):
     run, hist = trained
     meta = json.loads((run / "model.json").read_text())
     assert meta["format_version"] == 1 and meta["grid"] == [12, 12, 12] and meta["numbers"] == [3, 3]
@@ -37,7 +37,7 @@ def test_checkpoint_files_and_loading(trained, recorded_long):
     assert len(hist) == 4 and "test_recon_rel_l1" in hist[-1]
     assert len(list(run.glob("weights-*.safetensors"))) == 1  # old checkpoints removed
     sur = load_model(run, device="cpu")
-    with open_dataset(recorded_long) as ds:
+    with open_dataset(synthetic_long) as ds:
         n_prev, n = ds.nt(8), ds.nt(9)
     outs = list(sur.rollout(n_prev, n, steps=3, samples=2, seed=5))
     assert len(outs) == 3 and outs[0].shape == (2, 12, 12, 12)
@@ -92,10 +92,10 @@ def test_truncated_json_and_pickle_free_train_state(trained, tmp_path):
     assert {"optimizer", "scheduler", "generator"} <= set(state)
 
 
-def test_resume_reproduces_the_loss_curve(recorded_long, tmp_path):
+def test_resume_reproduces_the_loss_curve(synthetic_long, tmp_path):
     cfg = tiny_train_config(epochs=4)
-    full = train(recorded_long, tmp_path / "full", cfg, progress=False)["history"]
-    half = train(recorded_long, tmp_path / "half", tiny_train_config(epochs=4), progress=False)
+    full = train(synthetic_long, tmp_path / "full", cfg, progress=False)["history"]
+    half = train(synthetic_long, tmp_path / "half", tiny_train_config(epochs=4), progress=False)
     # simulate a run killed after epoch 2: train 2 epochs with the same config, then resume
     import dataclasses
 
@@ -118,47 +118,47 @@ def test_resume_reproduces_the_loss_curve(recorded_long, tmp_path):
     tr.save_checkpoint = save_then_stop
     try:
         with pytest.raises(Stop):
-            train(recorded_long, part, two, progress=False)
+            train(synthetic_long, part, two, progress=False)
     finally:
         tr.save_checkpoint = orig
-    resumed = train(recorded_long, part, None, resume=True, progress=False)["history"]
+    resumed = train(synthetic_long, part, None, resume=True, progress=False)["history"]
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(full, resumed):
         assert a["total"] == pytest.approx(b["total"], rel=1e-6, abs=1e-9)
     assert [r["total"] for r in half["history"]] == [r["total"] for r in full]  # same seed, same curve
     with pytest.raises(ValueError, match="already holds"):
-        train(recorded_long, part, cfg, progress=False)
+        train(synthetic_long, part, cfg, progress=False)
 
 
-def test_train_rollout_evaluate_cli(trained, recorded_long, tmp_path, capsys):
+def test_train_rollout_evaluate_cli(trained, synthetic_long, tmp_path, capsys):
     run, _ = trained
     out = tmp_path / "roll.h5"
-    assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "6",
+    assert main(["rollout", str(run), "--init", str(synthetic_long), "--frame", "10", "--steps", "6",
                  "--samples", "2", "--sampler", "ddim", "--sampler-steps", "5", "-o", str(out)]) == 0
     s0, s1 = tmp_path / "roll-s0.h5", tmp_path / "roll-s1.h5"
-    with open_dataset(s0) as a, open_dataset(s1) as b, open_dataset(recorded_long) as ref:
+    with open_dataset(s0) as a, open_dataset(s1) as b, open_dataset(synthetic_long) as ref:
         assert len(a) == 6 and a.grid == ref.grid
         np.testing.assert_allclose(a.time_fs, ref.time_fs[10] + 2.0 * np.arange(1, 7))
         assert np.abs(a.nt(5) - b.nt(5)).max() > 0  # independent chains
         np.testing.assert_allclose(a.array("positions")[0], ref.frame(11).positions)  # corresponding atoms
-    assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "2",
+    assert main(["rollout", str(run), "--init", str(synthetic_long), "--frame", "10", "--steps", "2",
                  "--sampler", "ddpm", "-o", str(tmp_path / "ddpm.h5")]) == 0
-    assert main(["evaluate", str(s0), "--reference", str(recorded_long), "-o", str(tmp_path / "rep"),
+    assert main(["evaluate", str(s0), "--reference", str(synthetic_long), "-o", str(tmp_path / "rep"),
                  "--no-plots"]) == 0
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert m["computed"]["pointwise_frames"] == 3  # frames 11..13 exist in the reference
     capsys.readouterr()
     # refusals: existing output, wrong init dataset, unknown model
-    assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
+    assert main(["rollout", str(run), "--init", str(synthetic_long), "--frame", "10", "--steps", "1",
                  "-o", str(tmp_path / "ddpm.h5")]) == 2
     assert "exists" in capsys.readouterr().err
-    assert main(["rollout", str(tmp_path), "--init", str(recorded_long), "--frame", "3", "--steps", "1",
+    assert main(["rollout", str(tmp_path), "--init", str(synthetic_long), "--frame", "3", "--steps", "1",
                  "-o", str(tmp_path / "x.h5")]) == 2
     assert "pretrained" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_distributed_training_with_torchrun(recorded_long, tmp_path):
+def test_distributed_training_with_torchrun(synthetic_long, tmp_path):
     """DistributedDataParallel on CPU (gloo): two ranks, rank 0 writes a loadable model."""
     import os
     import subprocess
@@ -168,7 +168,7 @@ def test_distributed_training_with_torchrun(recorded_long, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(asdict(tiny_train_config(epochs=2))))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
-    proc = subprocess.run([*torchrun, "-m", "ase_ldm.cli.main", "train", str(recorded_long), "-o",
+    proc = subprocess.run([*torchrun, "-m", "ase_ldm.cli.main", "train", str(synthetic_long), "-o",
                            str(tmp_path / "ddp"), "--config", str(cfg), "--no-progress"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -177,17 +177,17 @@ def test_distributed_training_with_torchrun(recorded_long, tmp_path):
     assert sur.meta["epoch"] == 2
 
 
-def test_temperature_calibration_uses_training_frames(trained, recorded_long, tmp_path):
+def test_temperature_calibration_uses_training_frames(trained, synthetic_long, tmp_path):
     import shutil
 
     from ase_ldm.ldm.calibration import calibrate_temperature
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    out = calibrate_temperature(run, recorded_long, steps=4, temperatures=(1.0, 0.1), write=True)
+    out = calibrate_temperature(run, synthetic_long, steps=4, temperatures=(1.0, 0.1), write=True)
     assert out["sampling_temperature"] in (1.0, 0.1) and out["training_frame_change"] > 0
     assert set(out["rollout_frame_change"]) == {"1.0", "0.1"}
     sur = load_model(run, device="cpu")  # model.json still loads, checksum of the weights unchanged
     assert sur.meta["sampling_temperature"] == out["sampling_temperature"]
     with pytest.raises(ValueError, match="outside the training frames"):
-        calibrate_temperature(run, recorded_long, start=12)
+        calibrate_temperature(run, synthetic_long, start=12)

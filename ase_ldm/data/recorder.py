@@ -7,10 +7,14 @@
 Each call appends one flushed frame, so a killed run keeps every completed frame. With
 ``append=True`` an existing file is continued: its time axis goes on from the last frame,
 and the first call of a fresh dynamics object (step 0, the state already stored) is skipped.
+A continued file must stay one run: dynamics (ensemble, thermostat, temperature, friction)
+or GPAW settings (mode, xc, cutoff, k-points, smearing) other than the stored ones are refused.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from typing import Any
 
@@ -23,6 +27,10 @@ from .store import DensityWriter
 
 __all__ = ["DensityRecorder", "dynamics_attrs"]
 
+# provenance that must not change within one trajectory (timestep: checked by DensityWriter)
+_DYNAMICS_KEYS = ("ensemble", "dynamics", "temperature_K", "friction_per_fs")
+_GPAW_KEYS = ("mode", "xc", "kpts", "ecut_eV", "smearing", "spinpol")
+
 
 def dynamics_attrs(dyn: Any) -> dict[str, Any]:
     """Provenance of an ASE dynamics object: ensemble, timestep, thermostat settings."""
@@ -33,6 +41,42 @@ def dynamics_attrs(dyn: Any) -> dict[str, Any]:
         out["temperature_K"] = round(float(dyn.temp / units.kB), 9)
     if hasattr(dyn, "fr"):
         out["friction_per_fs"] = round(float(dyn.fr * units.fs), 12)
+    return out
+
+
+def _stored_attrs(writer: DensityWriter) -> dict[str, Any]:
+    """The provenance attributes of the file an appending writer has open (JSON text decoded)."""
+    f = getattr(writer, "_f", None)
+    if f is None:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in f.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _differences(stored: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """``'key: stored X, requested Y'`` for each of ``keys`` present in both and different."""
+    out = []
+    for key in keys:
+        if key not in stored or key not in new:
+            continue
+        old, value = stored[key], new[key]
+        if isinstance(old, (int, float)) and isinstance(value, (int, float)) and not isinstance(old, bool):
+            same = math.isclose(float(old), float(value), rel_tol=1e-6, abs_tol=1e-9)
+        else:
+            same = old == value
+        if not same:
+            out.append(f"{key}: stored {old!r}, requested {value!r}")
     return out
 
 
@@ -54,6 +98,13 @@ class DensityRecorder:
         See :class:`~ase_ldm.data.store.DensityWriter`.
     attrs : mapping, optional
         Extra provenance attributes.
+
+    Raises
+    ------
+    InvalidInput
+        When appending to a file with frames: ``dyn`` differs from the recorded dynamics
+        (ensemble, dynamics class, temperature, friction), or, at the first call, the
+        calculator from the recorded GPAW settings (mode, xc, cutoff, k-points, smearing).
     """
 
     def __init__(
@@ -76,6 +127,15 @@ class DensityRecorder:
             target, append=append, overwrite=overwrite, attrs=extra)
         if isinstance(target, DensityWriter):
             self.writer.attrs.update(extra)
+        self._stored = _stored_attrs(self.writer) if len(self.writer) else {}
+        if self._stored:
+            diffs = _differences(self._stored, extra, _DYNAMICS_KEYS)
+            if diffs:
+                if not isinstance(target, DensityWriter):
+                    self.writer.close()  # opened here: release the file
+                raise InvalidInput(
+                    f"{self.writer.path}: appending with other dynamics than the trajectory was recorded with "
+                    f"({'; '.join(diffs)}); use the recorded settings or write a new file")
         self.atoms = atoms
         self.dyn = dyn
         self.timestep_fs = timestep_fs
@@ -101,6 +161,13 @@ class DensityRecorder:
                 return  # the state the appended run starts from is already the file's last frame
         if len(self.writer) == 0:
             self.writer.attrs = {**provenance_from_gpaw(calc), **self.writer.attrs}
+        elif self._stored:
+            diffs = _differences(self._stored, provenance_from_gpaw(calc), _GPAW_KEYS)
+            if diffs:
+                raise InvalidInput(
+                    f"{self.writer.path}: appending a frame computed with other GPAW settings than the "
+                    f"trajectory's ({'; '.join(diffs)}); use the recorded settings or write a new file")
+            self._stored = {}  # checked once: the calculator keeps its settings
         frame = frame_from_gpaw(calc, self.atoms, time_fs=self._time_fs())
         self.writer.append(frame)
 

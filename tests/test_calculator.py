@@ -121,3 +121,39 @@ def test_without_force_calculator(trained, recorded_long):
     np.testing.assert_allclose(calc.get_property("pseudo_density", atoms), n[0], rtol=1e-6)
     with pytest.raises(PropertyNotImplementedError, match="no force calculator"):
         atoms.get_potential_energy()
+
+
+def test_density_calculator_with_sync_model(trained_sync, synthetic_long):
+    """Any force calculator + the synchronised model: a density per MD step from the atoms alone."""
+    from ase import Atoms, units
+    from ase.calculators.lj import LennardJones
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_ldm.calculator import DensityCalculator
+    from ase_ldm.data import open_dataset
+    from ase_ldm.errors import ModelMismatch
+    from ase_ldm.sync.predictor import SyncPredictor
+
+    run, _ = trained_sync
+    with open_dataset(synthetic_long) as ds:
+        atoms = ds.atoms(5)
+        grid = ds.grid
+    atoms.calc = DensityCalculator(str(run), calc=LennardJones(sigma=2.5, epsilon=0.05, rc=3.5), device="cpu")
+    atoms.get_potential_energy()
+    dens = [atoms.calc.get_pseudo_density()]
+    expect, _ = SyncPredictor.load(run, device="cpu", max_history=0).predict(atoms.positions, atoms.numbers,
+                                                                                atoms.cell[:], grid)
+    np.testing.assert_allclose(dens[0], expect, rtol=1e-6)
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    dyn.attach(lambda: dens.append(atoms.calc.get_pseudo_density()))
+    dyn.run(2)
+    assert dens[0].shape == grid and all(np.all(d > 0) for d in dens)
+    assert np.abs(dens[-1] - dens[0]).sum() > 0  # the density follows the moving atoms
+    bad = Atoms("Li2", positions=atoms.positions, cell=atoms.cell[:] * 1.04, pbc=True)
+    bad.calc = DensityCalculator(str(run), device="cpu")
+    with pytest.raises(ModelMismatch, match="grid spacing"):
+        bad.calc.get_property("pseudo_density", bad)
+    na = Atoms("LiNa", positions=atoms.positions, cell=atoms.cell[:], pbc=True)
+    na.calc = DensityCalculator(str(run), device="cpu")
+    with pytest.raises(ModelMismatch, match="atomic numbers"):
+        na.calc.get_property("pseudo_density", na)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("gpaw")
+pytestmark = pytest.mark.gpaw
 
 from ase.units import Bohr  # noqa: E402
 

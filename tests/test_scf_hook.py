@@ -1,4 +1,5 @@
-"""The GPAW initial-guess hook and the providers, with real GPAW on Li2."""
+"""The GPAW hook (ase_ldm.scf.hook) and the providers (ase_ldm.scf.providers), with real GPAW on Li2:
+guided MD keeps GPAW's answer, cold starts, refusals."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("gpaw")
+pytestmark = pytest.mark.gpaw
 
 from ase import units  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
 from conftest import li2  # noqa: E402
 
 from ase_ldm.data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw  # noqa: E402
-from ase_ldm.errors import UnsupportedSetup
+from ase_ldm.errors import UnsupportedSetup  # noqa: E402
 from ase_ldm.scf.hook import GuidedGPAW, guided_gpaw, start_from_density  # noqa: E402
 from ase_ldm.scf.providers import Extrapolate, make_provider  # noqa: E402
 
@@ -103,21 +105,6 @@ def test_unknown_provider_is_a_clear_error(gpaw_li2):
         make_provider("no-such-provider", gpaw_li2.calc)
 
 
-def test_scf_bench_cli(recorded, tmp_path, capsys):
-    import json
-
-    from ase_ldm.cli.main import main
-
-    out = tmp_path / "scf.json"
-    assert main(["scf-bench", str(recorded), "--frame", "1", "--steps", "2", "--provider", "extrapolate-linear",
-                 "--json", str(out)]) == 0
-    r = json.loads(out.read_text())["providers"]
-    assert set(r) == {"gpaw", "extrapolate-linear"}
-    for p in r.values():
-        assert len(p["iterations"]) == 2 and p["seconds_per_step"] > 0
-        assert p["max_energy_diff_eV"] < 1e-4 and p["max_force_diff_eV_A"] < 2e-3
-
-
 def test_model_provider_guides_md_without_changing_the_answer(trained, recorded_long):
     """A trained model as the provider (the tiny model was trained on this Li2 system's grid)."""
     from ase_ldm.data import open_dataset
@@ -137,3 +124,35 @@ def test_model_provider_guides_md_without_changing_the_answer(trained, recorded_
     np.testing.assert_allclose(runs[str(trained[0])][0], runs["gpaw"][0], atol=1e-4)
     assert runs[str(trained[0])][1].provider.name.startswith("model")
     assert len(runs[str(trained[0])][1].guess_seconds) == 3
+
+
+@pytest.mark.gpaw
+def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_long):
+    """MD guided by the model (cold start included) converges to GPAW's own energies and forces."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_ldm.data import open_dataset
+    from ase_ldm.data.gpaw_io import calculator_from_provenance
+    from ase_ldm.scf.hook import guided_gpaw
+
+    with open_dataset(recorded_long) as ds:
+        attrs, grid = ds.attrs, ds.grid
+        atoms0 = ds.atoms(11)
+    results = {}
+    for name in ("gpaw", str(trained_sync[0])):
+        atoms = atoms0.copy()
+        atoms.set_velocities(atoms0.get_velocities())
+        calc = guided_gpaw(calculator_from_provenance(attrs, grid), name)
+        atoms.calc = calc
+        e, f = [atoms.get_potential_energy()], [atoms.get_forces()]
+        dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+        for _ in range(2):
+            dyn.run(1)
+            e.append(atoms.get_potential_energy())
+            f.append(atoms.get_forces())
+        results[name] = (np.array(e), np.array(f), list(calc.guess_seconds))
+    (e0, f0, _), (e1, f1, guesses) = results["gpaw"], results[str(trained_sync[0])]
+    assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
+    np.testing.assert_allclose(e1, e0, atol=2e-3)
+    np.testing.assert_allclose(f1, f0, atol=2e-2)

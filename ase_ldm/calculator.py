@@ -256,8 +256,8 @@ class DensityCalculator(Calculator):
         by Fourier zero-padding (the density is periodic).
         """
         if self.atoms is None:
-            raise CalculatorMismatch("no atoms yet: attach the calculator (atoms.calc = calc) before asking for "
-                                     "the density")
+            raise CalculatorMismatch("no atoms yet: attach the calculator (atoms.calc = calc) and compute once "
+                                     "(calc.get_property('pseudo_density', atoms)) before asking for the density")
         n = self.get_property("pseudo_density")
         if spin is not None:
             if spin not in (0, 1):

@@ -157,3 +157,33 @@ def test_density_calculator_with_sync_model(trained_sync, synthetic_long):
     na.calc = DensityCalculator(str(run), device="cpu")
     with pytest.raises(ModelMismatch, match="atomic numbers"):
         na.calc.get_property("pseudo_density", na)
+
+
+def test_calculator_refusals_are_ase_setup_errors(trained, trained_sync, synthetic_long):
+    from ase.calculators.calculator import CalculatorSetupError
+
+    from ase_ldm.calculator import CalculatorMismatch
+
+    with pytest.raises(CalculatorSetupError, match="timestep_fs must be a positive number"):
+        DensityCalculator(str(trained[0]), timestep_fs=float("nan"))
+    with pytest.raises(CalculatorMismatch, match="stride 4 if that is an integer"):
+        DensityCalculator(str(trained[0]), timestep_fs=0.5)  # 4 MD steps per model step need stride=4
+    calc = DensityCalculator(str(trained[0]), timestep_fs=0.5, stride=4)
+    with pytest.raises(CalculatorSetupError, match="attach the calculator"):
+        calc.get_pseudo_density()
+    with open_dataset(synthetic_long) as ds:
+        atoms = ds.atoms(3)
+    atoms.positions[0, 0] = np.nan
+    sync = DensityCalculator(str(trained_sync[0]))
+    atoms.calc = sync
+    with pytest.raises(CalculatorSetupError, match="non-finite positions"):
+        sync.get_property("pseudo_density", atoms)
+
+
+def test_calculator_parameters_are_json_and_todict_round_trips(trained_sync):
+    import json
+
+    calc = DensityCalculator(str(trained_sync[0]))
+    d = calc.todict()
+    assert json.loads(json.dumps(d))["model"] == str(trained_sync[0])
+    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density"]

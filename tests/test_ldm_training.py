@@ -125,3 +125,12 @@ def test_temperature_calibration_uses_training_frames(trained, synthetic_long, t
     assert sur.meta["sampling_temperature"] == out["sampling_temperature"]
     with pytest.raises(ValueError, match="outside the training frames"):
         calibrate_temperature(run, synthetic_long, start=12)
+
+
+def test_resume_refuses_another_dataset(synthetic_long, recorded_long, tmp_path):
+    from ase_ldm.errors import InvalidInput
+
+    run = tmp_path / "r"
+    train(synthetic_long, run, tiny_train_config(epochs=1, ldm_finetune_steps=0), progress=False)
+    with pytest.raises(InvalidInput, match="resume with the same data"):
+        train(recorded_long, run, None, resume=True, progress=False)

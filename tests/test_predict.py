@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from ase_ldm.data import open_dataset
 from ase_ldm.sync.prior import RadialPrior
 
 LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
@@ -53,3 +54,24 @@ def test_predict_refuses_another_timestep_and_serves_the_paper_model(trained_syn
     assert main(["predict", str(trained[0]), "--data", str(synthetic_long), "-o", str(ldm_out), "--no-progress"]) == 0
     with open_dataset(ldm_out) as pred, open_dataset(synthetic_long) as ref:
         assert len(pred) == len(ref) - 1 and not pred.has("D")
+
+
+def test_predict_resume_checks_history_and_accepts_another_path_to_the_same_data(trained_sync, synthetic_long,
+                                                                                 tmp_path, monkeypatch, capsys):
+    from ase_ldm.cli.main import main
+
+    out = tmp_path / "p.h5"
+    assert main(["predict", str(trained_sync[0]), "--data", str(synthetic_long), "-o", str(out), "--start", "10",
+                 "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(trained_sync[0]), "--data", str(synthetic_long), "-o", str(out), "--start", "10",
+                 "--device", "cpu", "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err  # not a flag predict lacks (--append)
+    assert main(["predict", str(trained_sync[0]), "--data", str(synthetic_long), "-o", str(out), "--start", "10",
+                 "--history", "0", "--resume", "--device", "cpu", "--no-progress"]) == 2
+    assert "history" in capsys.readouterr().err
+    monkeypatch.chdir(synthetic_long.parent)  # the same data under a relative path
+    assert main(["predict", str(trained_sync[0]), "--data", synthetic_long.name, "-o", str(out), "--start", "10",
+                 "--resume", "--device", "cpu", "--no-progress"]) == 0
+    with open_dataset(out) as ds:
+        assert len(ds) == 4

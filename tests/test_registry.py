@@ -1,18 +1,134 @@
-"""The model registry (ase_ldm.core.registry): names, folders, families, the protocol, shipped models."""
+"""The model registry (ase_ldm.core.registry): names, folders, families, the protocol, shipped models,
+and refusal of hostile run directories before anything is allocated or read."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
+
 import numpy as np
+import pytest
 
-from ase_ldm.sync.prior import RadialPrior
+from ase_ldm.core.registry import FAMILIES, DensityModel, load, model_dir, pretrained_names
+from ase_ldm.errors import CheckpointError, InvalidInput, ModelMismatch
 
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
+
+def test_every_shipped_model_loads_behind_the_protocol():
+    names = pretrained_names()
+    assert {"li16-800K", "li16-800K-sync"} <= set(names)
+    for name in names:
+        model = load(name, device="cpu")
+        assert isinstance(model, DensityModel)
+        assert model.name == name and model.species == (3,)
+        assert 0 <= model.min_history <= model.max_history
+        assert model.timestep_fs == pytest.approx(2.0)
 
 
-def test_pretrained_sync_model_loads():
-    from ase_ldm.core.registry import pretrained_names
+def test_pretrained_sync_model_is_a_provider_with_cold_start():
     from ase_ldm.scf.providers import ModelProvider, make_provider
 
-    assert "li16-800K-sync" in pretrained_names()
     prov = make_provider("li16-800K-sync")
     assert isinstance(prov, ModelProvider) and prov.cold_start
+    ldm = make_provider("li16-800K")
+    assert isinstance(ldm, ModelProvider) and not ldm.cold_start  # needs two densities first
+
+
+def test_both_families_serve_through_the_same_calls(trained, trained_sync, synthetic_long):
+    """Observe three converged frames, predict the fourth: the calls are the same for every family."""
+    from ase_ldm.data import open_dataset
+
+    with open_dataset(synthetic_long) as ds:
+        frames = [ds.frame(i) for i in range(4)]
+        grid = ds.grid
+    for run in (trained[0], trained_sync[0]):
+        model = load(run, device="cpu")
+        for f in frames[:3]:
+            D = np.stack([d[0] for d in f.D_asii])
+            model.observe(f.positions, f.nt_sR[0], D, f.numbers, f.cell)
+        nt, D = model.predict(frames[3].positions, frames[3].numbers, frames[3].cell, grid, seed=0)
+        assert nt.shape == grid and nt.min() > 0
+        assert (D is None) == (not model.predicts_D)
+        err = np.abs(nt - frames[3].nt_sR[0]).sum() / frames[3].nt_sR[0].sum()
+        assert err < 0.5, f"{run}: rel. L1 {err}"
+        with pytest.raises(ModelMismatch):
+            model.check_setup(np.array([3, 11]), frames[0].cell, grid)
+
+
+def test_shipped_name_wins_over_a_local_folder_and_paths_load_folders(trained, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(trained[0], tmp_path / "li16-800K")
+    assert model_dir("li16-800K") == model_dir(str(model_dir("li16-800K")))  # the shipped one
+    assert "shipped model" in caplog.text
+    assert model_dir("./li16-800K").resolve() == (tmp_path / "li16-800K").resolve()
+    assert load("./li16-800K", device="cpu").meta["grid"] == [12, 12, 12]
+    with pytest.raises(CheckpointError, match="neither a run directory"):
+        model_dir("no-such-model")
+
+
+def test_unknown_family_and_wrong_family_loaders_are_refused(trained, trained_sync, tmp_path):
+    from ase_ldm.ldm.surrogate import DensitySurrogate
+    from ase_ldm.sync.predictor import SyncPredictor
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "kind": "gan"}))
+    with pytest.raises(CheckpointError, match="unknown model kind 'gan'"):
+        load(run)
+    assert set(FAMILIES) == {"ldm", "sync"}
+    with pytest.raises(CheckpointError, match="not a SyncPredictor"):
+        SyncPredictor.load(trained[0], device="cpu")
+    with pytest.raises(CheckpointError, match="not a DensitySurrogate"):
+        DensitySurrogate.load(trained_sync[0], device="cpu")
+    with pytest.raises(InvalidInput, match="max_history"):
+        load(trained_sync[0], device="cpu", max_history=7)
+
+
+def _edit(run, **changes):
+    meta = json.loads((run / "model.json").read_text())
+    meta.update(changes)
+    (run / "model.json").write_text(json.dumps(meta))
+    return meta
+
+
+@pytest.mark.parametrize("weights,match", [
+    ("/dev/zero", "not a plain file name"),
+    ("../../etc/passwd", "not a plain file name"),
+    ("..", "not a plain file name"),
+    ("subdir", "not a regular file"),
+])
+def test_weights_entry_must_be_a_regular_file_inside_the_run(trained_sync, tmp_path, weights, match):
+    run = tmp_path / "run"
+    shutil.copytree(trained_sync[0], run)
+    (run / "subdir").mkdir()
+    meta = json.loads((run / "model.json").read_text())
+    _edit(run, files={**meta["files"], "weights": weights})
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match=match):
+        load(run, device="cpu")
+    assert time.perf_counter() - t0 < 10  # refused, not read
+
+
+def test_model_json_that_is_not_an_object_or_describes_a_huge_network(trained, trained_sync, tmp_path):
+    run = tmp_path / "list"
+    shutil.copytree(trained_sync[0], run)
+    (run / "model.json").write_text("[1, 2, 3]")
+    with pytest.raises(CheckpointError, match="expected a JSON object"):
+        load(run)
+    big = tmp_path / "big"
+    shutil.copytree(trained[0], big)
+    _edit(big, grid=[4096, 4096, 4096])  # a 2^36-voxel network: must be refused before allocation
+    with pytest.raises(CheckpointError, match="do not fit|describes"):
+        load(big, device="cpu")
+    wide = tmp_path / "wide"
+    shutil.copytree(trained_sync[0], wide)
+    meta = json.loads((wide / "model.json").read_text())
+    _edit(wide, sync_config={**meta["sync_config"], "channels": 100000})
+    with pytest.raises(CheckpointError, match="do not fit|describes"):
+        load(wide, device="cpu")
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_sync[0], bad)
+    _edit(bad, sync_config={**meta["sync_config"], "channels": "6"})
+    with pytest.raises(CheckpointError, match="channels must be an integer"):
+        load(bad, device="cpu")

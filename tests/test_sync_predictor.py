@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ase_ldm.data import open_dataset
 from ase_ldm.sync.config import SyncConfig
 from ase_ldm.sync.net import SyncNet
 from ase_ldm.sync.prior import RadialPrior
@@ -29,7 +30,7 @@ def test_predictor_checks_and_predicts(trained_sync, synthetic_long):
 
     run, _ = trained_sync
     pred = SyncPredictor.load(run, device="cpu")
-    with pytest.raises(CheckpointError, match="not a latent diffusion model"):
+    with pytest.raises(CheckpointError, match="not a DensitySurrogate"):
         DensitySurrogate.load(run)
     with open_dataset(synthetic_long) as ds:
         f = [ds.frame(i) for i in range(4)]
@@ -78,3 +79,24 @@ def test_symmetry_average_makes_the_predictor_equivariant():
     assert single[0] > 1e-3 and single[1] > 1e-3
     with pytest.raises(ValueError, match="symmetry_average"):
         SyncPredictor(_net().float(), LI, meta, torch.device("cpu"), symmetry_average=0)
+
+
+def test_observe_refuses_densities_in_wrong_units_or_compensated(trained_sync, synthetic_long):
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.sync.predictor import SyncPredictor
+
+    pred = SyncPredictor.load(trained_sync[0], device="cpu")
+    with open_dataset(synthetic_long) as ds:
+        f = ds.frame(0)
+        D = np.stack([d[0] for d in f.D_asii])
+    nt = f.nt_sR[0]
+    for bad, match in [(nt * 1000 + 2000, "e/Angstrom\\^3"), (nt - 0.5, "compensated"),
+                       (np.full_like(nt, np.nan), "finite")]:
+        with pytest.raises(InvalidInput, match=match):
+            pred.observe(f.positions, bad, D, f.numbers, f.cell)
+    pos = f.positions.copy()
+    pos[1, 2] = np.nan
+    with pytest.raises(InvalidInput, match="positions must be a finite"):
+        pred.observe(pos, nt, D, f.numbers, f.cell)
+    with pytest.raises(InvalidInput, match="positions must be a finite"):
+        pred.predict(pos, f.numbers, f.cell, nt.shape)

@@ -77,3 +77,14 @@ def test_train_sync_cli(synthetic_long, tmp_path):
                  "--no-progress"]) == 2
     assert main(["train-sync", str(synthetic_long), "--epochs", "3", "--resume", "-o", str(run), "--no-progress"]) == 2
     assert main(["train-sync", str(synthetic_long), "--resume", "-o", str(run), "--no-progress"]) == 0
+
+
+def test_resume_refuses_another_dataset(synthetic, synthetic_long, tmp_path):
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.sync.training import train_sync
+
+    run = tmp_path / "r"
+    train_sync(synthetic_long, run, tiny_sync_config(epochs=2), n_train=11, progress=False, stop_after=1)
+    with pytest.raises(InvalidInput, match="trains on .*syn_long.h5"):
+        train_sync(synthetic, run, None, resume=True, progress=False)
+    assert json.loads((run / "model.json").read_text())["epoch"] == 1

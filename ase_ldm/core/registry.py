@@ -127,20 +127,31 @@ def family_of(meta: dict[str, Any]) -> str:
     return kind
 
 
-def load(name_or_path: str | os.PathLike, device: str = "auto", **options: Any) -> DensityModel:
+def load(name_or_path: str | os.PathLike, device: str = "auto", *, max_history: int | None = None,
+         expect: type | None = None, **options: Any) -> DensityModel:
     """Load a shipped model by name or a run directory; no pickled code is executed.
 
     Parameters
     ----------
     name_or_path : str or path
     device : 'auto', 'cpu' or 'cuda'
+    max_history : int, optional
+        Past steps a prediction reads (default: all the model was trained to read).
+    expect : type, optional
+        Refuse (CheckpointError) a model that does not load as this class.
     **options
-        Passed to the family's loader (e.g. ``max_history``, ``symmetry_average``).
+        Passed to the family's loader (e.g. ``symmetry_average`` of the synchronised model).
     """
     run = model_dir(name_or_path)
     meta = read_meta(run)
-    module, cls = FAMILIES[family_of(meta)].split(":")
-    model = getattr(importlib.import_module(module), cls).from_checkpoint(run, meta, device=device, **options)
+    module, cls_name = FAMILIES[family_of(meta)].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    if expect is not None and not issubclass(cls, expect):
+        raise CheckpointError(f"{name_or_path} is a {cls.__name__} ({meta.get('kind', 'ldm')} family), not a "
+                              f"{expect.__name__}; load it with ase_ldm.load")
+    model = cls.from_checkpoint(run, meta, device=device, **options)
     model.name = str(meta.get("name") or name_or_path)
+    if max_history is not None:
+        model.max_history = max_history
     log.info("loaded %s from %s", model.name, run)
     return model

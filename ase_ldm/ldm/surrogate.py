@@ -63,11 +63,7 @@ class DensitySurrogate:
         """Load a run directory or a pretrained model by name (see :func:`ase_ldm.core.registry.load`)."""
         from ..core.registry import load
 
-        model = load(name_or_path, device)
-        if not isinstance(model, cls):
-            raise CheckpointError(f"{name_or_path} is not a latent diffusion model ({type(model).__name__}); "
-                                  "load it with ase_ldm.load")
-        return model
+        return load(name_or_path, device, expect=cls)
 
     @classmethod
     def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", **options: Any

@@ -78,14 +78,10 @@ class SyncPredictor:
         """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`)."""
         from ..core.registry import load
 
-        model = load(name_or_path, device, max_history=max_history, symmetry_average=symmetry_average)
-        if not isinstance(model, cls):
-            raise CheckpointError(f"{name_or_path} is not an atom-synchronised model ({type(model).__name__}); "
-                                  "load it with ase_ldm.load")
-        return model
+        return load(name_or_path, device, max_history=max_history, expect=cls, symmetry_average=symmetry_average)
 
     @classmethod
-    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", max_history: int | None = None,
+    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto",
                         symmetry_average: int = 1) -> SyncPredictor:
         """The registry's loader: build the network described by ``meta`` and load its weights."""
         for key in ("sync_config", "prior", "ni", "grid_spacing"):
@@ -98,7 +94,7 @@ class SyncPredictor:
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
         model = build_model(run, meta, lambda: SyncNet(cfg, len(prior.numbers), ni))
-        return cls(model, prior, meta, resolve_device(device), max_history, symmetry_average)
+        return cls(model, prior, meta, resolve_device(device), None, symmetry_average)
 
     # -- the registry's protocol (:class:`ase_ldm.core.registry.DensityModel`) ---------------
     #: the atoms alone suffice (a cold start)

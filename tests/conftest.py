@@ -86,7 +86,8 @@ def frame_with(frame, **changes):
     return dataclasses.replace(frame, **changes)
 
 
-__all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np", "synthetic_frames", "write_synthetic"]
+__all__ = ["tiny_settings", "li2", "file_digest", "frame_with", "np", "synthetic_frames", "write_synthetic", "li_prior",
+           "random_sync_inputs", "tiny_sync_net"]
 
 #: ase.units.fs (one femtosecond in ASE's time unit), here so that the synthetic data need no ASE
 ASE_FS = 0.09822694788464063
@@ -218,3 +219,36 @@ def trained_sync(synthetic_long, tmp_path_factory):
     run = tmp_path_factory.mktemp("sync") / "tiny-sync"
     out = train_sync(synthetic_long, run, tiny_sync_config(), n_train=11, progress=False)
     return run, out["history"]
+
+
+def li_prior():
+    """A hand-made radial prior for Li (a Gaussian profile, 1.15 electrons per atom)."""
+    from ase_ldm.sync.prior import RadialPrior
+
+    return RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
+
+
+def random_sync_inputs(N, Na, seed=0):
+    """Random inputs of :class:`~ase_ldm.sync.net.SyncNet` on grid N with Na atoms and full history."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    p = 0.05 + 0.01 * torch.rand(1, *N, generator=g)
+    return dict(p=p, p_hist=p[:, None].repeat(1, 3, 1, 1, 1) + 1e-3 * torch.rand(1, 3, *N, generator=g),
+                r_hist=1e-3 * torch.rand(1, 3, *N, generator=g), h=torch.tensor([3]),
+                frac=torch.rand(1, Na, 3, generator=g), species=torch.zeros(Na, dtype=torch.long),
+                D_hist=torch.rand(1, 3, Na, 15, generator=g))
+
+
+def tiny_sync_net():
+    """A small double-precision SyncNet whose zero-initialised heads got random weights."""
+    import torch
+
+    from ase_ldm.sync.config import SyncConfig
+    from ase_ldm.sync.net import SyncNet
+
+    torch.manual_seed(0)
+    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
+    for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
+        torch.nn.init.normal_(m.weight, std=0.1)
+    return net.eval()

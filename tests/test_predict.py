@@ -7,9 +7,6 @@ import json
 import numpy as np
 
 from ase_ldm.data import open_dataset
-from ase_ldm.sync.prior import RadialPrior
-
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
 
 
 def test_predict_cli_writes_scored_dataset(trained_sync, synthetic_long, tmp_path):

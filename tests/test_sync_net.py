@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from conftest import random_sync_inputs, tiny_sync_net
 
-from ase_ldm.sync.config import SyncConfig
-from ase_ldm.sync.net import SyncNet, pack_D, sample_at_atoms, unpack_D
-from ase_ldm.sync.prior import RadialPrior
-
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
-
-
-def _random_inputs(N, Na, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    p = 0.05 + 0.01 * torch.rand(1, *N, generator=g)
-    return dict(p=p, p_hist=p[:, None].repeat(1, 3, 1, 1, 1) + 1e-3 * torch.rand(1, 3, *N, generator=g),
-                r_hist=1e-3 * torch.rand(1, 3, *N, generator=g), h=torch.tensor([3]),
-                frac=torch.rand(1, Na, 3, generator=g), species=torch.zeros(Na, dtype=torch.long),
-                D_hist=torch.rand(1, 3, Na, 15, generator=g))
-
-
-def _net():
-    torch.manual_seed(0)
-    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
-    for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
-        torch.nn.init.normal_(m.weight, std=0.1)
-    return net.eval()
+from ase_ldm.sync.net import pack_D, sample_at_atoms, unpack_D
 
 
 def test_sample_at_atoms_is_periodic_trilinear():
@@ -47,8 +26,8 @@ def test_pack_D_roundtrip():
 
 
 def test_network_is_periodic_translation_equivariant():
-    net = _net()
-    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((8, 10, 12), 3).items()}
+    net = tiny_sync_net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs((8, 10, 12), 3).items()}
     nt, D = net(**x)
     s = (3, 1, 5)
     y = dict(x)
@@ -62,8 +41,8 @@ def test_network_is_periodic_translation_equivariant():
 
 def test_network_runs_on_a_supercell_and_gives_the_tiled_answer():
     """A 2x1x1 supercell with the atoms repeated gets the tiled density and the same D per atom."""
-    net = _net()
-    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((10, 8, 8), 2).items()}
+    net = tiny_sync_net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs((10, 8, 8), 2).items()}
     nt, D = net(**x)
     y = dict(x)
     for k in ("p", "p_hist", "r_hist"):
@@ -81,8 +60,8 @@ def test_network_runs_on_a_supercell_and_gives_the_tiled_answer():
 
 
 def test_cold_start_ignores_history():
-    net = _net()
-    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs((8, 8, 8), 2).items()}
+    net = tiny_sync_net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs((8, 8, 8), 2).items()}
     x["h"] = torch.tensor([0])
     nt, D = net(**x)
     x["r_hist"] = x["r_hist"] * 7

@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import li_prior, tiny_sync_net
 
 from ase_ldm.data import open_dataset
-from ase_ldm.sync.config import SyncConfig
-from ase_ldm.sync.net import SyncNet
-from ase_ldm.sync.prior import RadialPrior
 
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
-
-
-def _net():
-    torch.manual_seed(0)
-    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
-    for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
-        torch.nn.init.normal_(m.weight, std=0.1)
-    return net.eval()
+LI = li_prior()
 
 
 def test_predictor_checks_and_predicts(trained_sync, synthetic_long):
@@ -67,7 +57,7 @@ def test_symmetry_average_makes_the_predictor_equivariant():
     meta = {"grid_spacing": [4.0 / 12] * 3, "l_i": [0, 1, 1, 1, 0], "name": "random"}
 
     def mismatch(k):
-        pred = SyncPredictor(_net().float(), LI, meta, torch.device("cpu"), symmetry_average=k)
+        pred = SyncPredictor(tiny_sync_net().float(), LI, meta, torch.device("cpu"), symmetry_average=k)
         nt, D = pred.predict(pos, Z, cell, grid)
         nt2, D2 = pred.predict((pos @ op.R.T) % 4.0, Z, cell, grid)
         expect = op.grid(torch.as_tensor(nt)).numpy()
@@ -78,7 +68,7 @@ def test_symmetry_average_makes_the_predictor_equivariant():
     assert averaged[0] < 1e-5 and averaged[1] < 1e-5  # float32 round-off
     assert single[0] > 1e-3 and single[1] > 1e-3
     with pytest.raises(ValueError, match="symmetry_average"):
-        SyncPredictor(_net().float(), LI, meta, torch.device("cpu"), symmetry_average=0)
+        SyncPredictor(tiny_sync_net().float(), LI, meta, torch.device("cpu"), symmetry_average=0)
 
 
 def test_observe_refuses_densities_in_wrong_units_or_compensated(trained_sync, synthetic_long):

@@ -7,29 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import li_prior, random_sync_inputs, tiny_sync_net
 
-from ase_ldm.sync.config import SyncConfig
-from ase_ldm.sync.net import SyncNet
-from ase_ldm.sync.prior import RadialPrior, fit_radial_prior
+from ase_ldm.sync.prior import fit_radial_prior
 
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
-
-
-def _random_inputs(N, Na, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    p = 0.05 + 0.01 * torch.rand(1, *N, generator=g)
-    return dict(p=p, p_hist=p[:, None].repeat(1, 3, 1, 1, 1) + 1e-3 * torch.rand(1, 3, *N, generator=g),
-                r_hist=1e-3 * torch.rand(1, 3, *N, generator=g), h=torch.tensor([3]),
-                frac=torch.rand(1, Na, 3, generator=g), species=torch.zeros(Na, dtype=torch.long),
-                D_hist=torch.rand(1, 3, Na, 15, generator=g))
-
-
-def _net():
-    torch.manual_seed(0)
-    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
-    for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
-        torch.nn.init.normal_(m.weight, std=0.1)
-    return net.eval()
+LI = li_prior()
 
 
 def test_prior_integrates_to_the_atoms_charge_and_follows_them():
@@ -74,8 +56,8 @@ def test_band_limit_of_gpaw_densities_and_projection(recorded_long):
         g_max = band_limit((ds.nt(i)[0] for i in range(len(ds))), cell)
     g = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
     assert 0.3 * g.max() < g_max < g.max()
-    net = _net()
-    x = {k: v.double() if v.is_floating_point() else v for k, v in _random_inputs(grid, 2).items()}
+    net = tiny_sync_net()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs(grid, 2).items()}
     mask = torch.as_tensor(band_mask(cell, grid, g_max))
     nt, _ = net(**x, band=mask)
     w = net.coef[x["h"]].double()

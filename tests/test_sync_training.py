@@ -9,10 +9,6 @@ import pytest
 import torch
 from conftest import tiny_sync_config
 
-from ase_ldm.sync.prior import RadialPrior
-
-LI = RadialPrior(numbers=(3,), dg=0.5, profiles=(tuple(1.15 * np.exp(-0.5 * (0.5 * np.arange(40)) ** 2 / 4)),))
-
 
 def test_training_improves_and_checkpoints(trained_sync):
     run, history = trained_sync

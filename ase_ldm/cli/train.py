@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InvalidInput
+from .options import add_training_options, training_config
 
 
 class CLICommand:
@@ -21,38 +22,22 @@ class CLICommand:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("data", help="training dataset (.h5)")
         p.add_argument("-o", "--output", required=True, help="run directory")
-        p.add_argument("--config", help="JSON file with TrainConfig fields (nested 'model' and 'loss' allowed)")
-        p.add_argument("--epochs", type=int)
-        p.add_argument("--batch-size", type=int)
-        p.add_argument("--lr", type=float)
-        p.add_argument("--seed", type=int)
+        add_training_options(p, "TrainConfig")
         p.add_argument("--max-frames", type=int, help="use only the first N frames")
         p.add_argument("--no-sjsd", action="store_true", help="train without the sJSD loss (lambda_sjsd = 0)")
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--resume", action="store_true", help="continue the run in --output")
-        p.add_argument("--no-progress", action="store_true")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import dataclasses
-        import json
 
-        from ..core.config import from_dict
         from ..ldm.config import TrainConfig
         from ..ldm.training import train
 
-        cfg = None
-        if not args.resume or args.config:
-            base = json.loads(open(args.config).read()) if args.config else {}
-            cfg = from_dict(TrainConfig, base)
-            over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                                       ("seed", args.seed), ("max_frames", args.max_frames),
-                                       ("device", args.device)) if v is not None}
-            cfg = dataclasses.replace(cfg, **over)
-            if args.no_sjsd:
-                cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, lambda_sjsd=0.0))
-        elif any(v is not None for v in (args.epochs, args.batch_size, args.lr, args.seed, args.max_frames)):
+        if args.resume and args.no_sjsd:
             raise InvalidInput("--resume uses the run's own config.json; do not change settings when resuming")
+        cfg = training_config(TrainConfig, args, {"max_frames": args.max_frames})
+        if cfg is not None and args.no_sjsd:
+            cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, lambda_sjsd=0.0))
         out = train(args.data, args.output, cfg, resume=args.resume, progress=not args.no_progress)
         import os
 

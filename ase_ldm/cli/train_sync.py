@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InvalidInput
+from .options import add_training_options, training_config
 
 
 class CLICommand:
@@ -23,36 +24,19 @@ class CLICommand:
         p.add_argument("data", help="training dataset (.h5) or sync pack (.npz)")
         p.add_argument("-o", "--output", required=True, help="run directory")
         p.add_argument("--train", type=int, help="use frames [0, N) (default: the first 80 %%)")
-        p.add_argument("--config", help="JSON file with SyncTrainConfig fields (nested 'model' allowed)")
-        p.add_argument("--epochs", type=int)
-        p.add_argument("--batch-size", type=int)
-        p.add_argument("--lr", type=float)
-        p.add_argument("--seed", type=int)
+        add_training_options(p, "SyncTrainConfig")
         p.add_argument("--val-frames", type=int)
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--resume", action="store_true", help="continue the run in --output")
-        p.add_argument("--no-progress", action="store_true")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        import dataclasses
-        import json
-
-        from ..core.config import from_dict
         from ..sync.config import SyncTrainConfig
         from ..sync.training import train_sync
 
-        over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                                   ("seed", args.seed), ("val_frames", args.val_frames),
-                                   ("device", args.device)) if v is not None}
-        cfg = None
+        if args.resume and args.train:
+            raise InvalidInput("--resume uses the run's own config.json; do not change settings when resuming")
+        cfg = training_config(SyncTrainConfig, args, {"val_frames": args.val_frames})
         n_train = args.train
-        if args.resume:
-            if over or args.config or args.train:
-                raise InvalidInput("--resume uses the run's own config.json; do not change settings when resuming")
-        else:
-            base = json.loads(open(args.config).read()) if args.config else {}
-            cfg = dataclasses.replace(from_dict(SyncTrainConfig, base), **over)
+        if cfg is not None:
             if n_train is None and not str(args.data).endswith(".npz"):
                 from ..data.store import open_dataset
 

@@ -71,3 +71,26 @@ def test_inverse_undoes_every_op():
         torch.testing.assert_close(torch.remainder(inv.frac(op.frac(f)), 1.0), f)
         torch.testing.assert_close(transform_D(transform_D(D, op, l_i), inv, l_i), D)
         np.testing.assert_allclose(inv.R @ op.R, np.eye(3))
+
+
+@pytest.mark.gpaw
+def test_projector_rotation_uses_gpaw_for_any_l_and_agrees_with_the_p_block_without_it(monkeypatch):
+    pytest.importorskip("gpaw")
+    from ase_ldm.sync import symmetry
+
+    ops = symmetry_ops(np.eye(3) * 4.0, (8, 8, 8))
+    l_i = (0, 1, 1, 1, 2, 2, 2, 2, 2)  # s, p and d: what Si's or O's 13 projectors hold
+    with_gpaw = [symmetry.projector_rotation(op, l_i) for op in ops]
+    for op, M in zip(ops, with_gpaw):
+        np.testing.assert_allclose(M @ M.T, np.eye(9), atol=1e-12)  # orthogonal
+        np.testing.assert_allclose(M @ symmetry.projector_rotation(op.inverse(), l_i), np.eye(9), atol=1e-12)
+    symmetry.projector_rotation.cache_clear()
+    monkeypatch.setattr(symmetry, "_gpaw_rotation", lambda: None)
+    try:
+        for op, M in zip(ops, with_gpaw):  # without GPAW: the same s and p blocks
+            np.testing.assert_allclose(symmetry.projector_rotation(op, l_i[:4]), M[:4, :4], atol=1e-12)
+        assert not symmetry.can_rotate(list(l_i)) and symmetry.can_rotate([0, 1, 1, 1])
+        with pytest.raises(symmetry.InvalidInput, match="needs GPAW"):
+            symmetry.projector_rotation(ops[1], l_i)
+    finally:
+        symmetry.projector_rotation.cache_clear()

@@ -8,6 +8,7 @@ predictions over them (:class:`~ase_ldm.sync.predictor.SyncPredictor`, ``symmetr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import InvalidInput
 
-__all__ = ["SymmetryOp", "symmetry_ops", "projector_l", "transform_D"]
+__all__ = ["SymmetryOp", "symmetry_ops", "projector_l", "projector_rotation", "can_rotate", "transform_D"]
 
 
 def projector_l(numbers: np.ndarray, xc: str = "PBE") -> list[int] | None:
@@ -81,26 +82,50 @@ class SymmetryOp:
 _GPAW_P_ORDER = (1, 2, 0)
 
 
-def transform_D(D: np.ndarray | torch.Tensor, op: SymmetryOp, l_i: list[int]) -> Any:
-    """The PAW matrices (..., ni, ni) of the transformed density: ``M D M^T``.
+def _gpaw_rotation() -> Any:
+    try:
+        from gpaw.rotation import rotation
+    except ImportError:
+        return None
+    return rotation
 
-    s projectors are unchanged; each p triple (GPAW order y, z, x) rotates with ``op.R``.
-    Only l <= 1 is supported (ValueError otherwise).
+
+def can_rotate(l_i: list[int] | None) -> bool:
+    """Whether :func:`transform_D` can rotate PAW matrices with these projector angular momenta
+    here: any l where GPAW is installed, s and p without it."""
+    return l_i is not None and (max(l_i) <= 1 or _gpaw_rotation() is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def projector_rotation(op: SymmetryOp, l_i: tuple[int, ...]) -> np.ndarray:
+    """The (ni, ni) matrix M with ``D' = M D M^T``: block diagonal, one block per projector
+    (2l + 1 real spherical harmonics in GPAW's order).
+
+    Where GPAW is installed each block is ``gpaw.rotation.rotation(l, R)`` (any l). Without GPAW
+    (a training machine), s blocks are 1 and p blocks are ``R`` in GPAW's (y, z, x) order, which is
+    what ``gpaw.rotation`` gives for l = 1 (tested); higher l then needs GPAW.
     """
-    if max(l_i) > 1:
-        raise InvalidInput("only s and p projectors can be transformed; disable augmentation (augment=false)")
-    ni = len(l_i)
+    rotation = _gpaw_rotation()
+    ni, R = len(l_i), op.R
     M = np.eye(ni)
-    R = op.R
     i = 0
     while i < ni:
-        if l_i[i] == 1:
-            for a in range(3):
-                for b in range(3):
-                    M[i + a, i + b] = R[_GPAW_P_ORDER[a], _GPAW_P_ORDER[b]]
-            i += 3
-        else:
-            i += 1
+        ell = l_i[i]
+        if ell > 0:
+            if rotation is not None:
+                M[i:i + 2 * ell + 1, i:i + 2 * ell + 1] = rotation(ell, R)
+            elif ell == 1:
+                M[i:i + 3, i:i + 3] = R[np.ix_(_GPAW_P_ORDER, _GPAW_P_ORDER)]
+            else:
+                raise InvalidInput(f"rotating l = {ell} projectors needs GPAW (gpaw.rotation); install GPAW or "
+                                   "disable augmentation (augment=false)")
+        i += 2 * ell + 1
+    return M
+
+
+def transform_D(D: np.ndarray | torch.Tensor, op: SymmetryOp, l_i: list[int]) -> Any:
+    """The PAW matrices (..., ni, ni) of the transformed density: ``M D M^T`` (:func:`projector_rotation`)."""
+    M = projector_rotation(op, tuple(int(ell) for ell in l_i))
     if isinstance(D, torch.Tensor):
         Mt = torch.as_tensor(M, dtype=D.dtype, device=D.device)
         return Mt @ D @ Mt.T

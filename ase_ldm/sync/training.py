@@ -34,7 +34,7 @@ from .config import SyncTrainConfig
 from .net import SyncNet, extrapolation_weights
 from .prior import RadialPrior, band_limit, fit_radial_prior
 from .series import SyncSeries, load_pack, series_from_dataset
-from .symmetry import symmetry_ops
+from .symmetry import can_rotate, symmetry_ops
 
 __all__ = ["load_series", "set_scales", "train_sync", "evaluate_series", "SYNC_KIND"]
 
@@ -191,8 +191,8 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     torch.manual_seed(cfg.seed)
     model = SyncNet(cfg.model, len(prior.numbers), series.ni)
     ops = symmetry_ops(series.cell, series.grid) if cfg.augment else []
-    if ops and (series.l_i is None or max(series.l_i) > 1):
-        log.warning("no augmentation: the projectors' angular momenta are unknown or include l > 1")
+    if ops and not can_rotate(series.l_i):
+        log.warning("no augmentation: the projectors' angular momenta are unknown, or include l > 1 without GPAW")
         ops = []
     fit = series.subset(n_fit)
     set_scales(model, fit, species.cpu(), ops)

@@ -70,7 +70,8 @@ class CLICommand:
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from ..data.aimd import PRESETS, AIMDSettings, check_append, check_outputs, run_aimd, stored_run
+        from ..data.aimd import PRESETS, AIMDSettings, run_aimd
+        from ..data.continuation import check_append, check_outputs, stored_run
 
         out = Path(args.output)
         # Every output first: nothing is computed for a file that cannot be written.

@@ -14,7 +14,6 @@ or GPAW settings (mode, xc, cutoff, k-points, smearing) other than the stored on
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -66,18 +65,10 @@ def _stored_attrs(writer: DensityWriter) -> dict[str, Any]:
 
 def _differences(stored: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     """``'key: stored X, requested Y'`` for each of ``keys`` present in both and different."""
-    out = []
-    for key in keys:
-        if key not in stored or key not in new:
-            continue
-        old, value = stored[key], new[key]
-        if isinstance(old, (int, float)) and isinstance(value, (int, float)) and not isinstance(old, bool):
-            same = math.isclose(float(old), float(value), rel_tol=1e-6, abs_tol=1e-9)
-        else:
-            same = old == value
-        if not same:
-            out.append(f"{key}: stored {old!r}, requested {value!r}")
-    return out
+    from .continuation import same_setting
+
+    return [f"{key}: stored {stored[key]!r}, requested {new[key]!r}" for key in keys
+            if key in stored and key in new and not same_setting(stored[key], new[key])]
 
 
 class DensityRecorder:

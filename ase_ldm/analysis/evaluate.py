@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.atomic import atomic_output, unwritable
 from ..data.schema import DatasetError
 from ..data.store import DensityDataset, open_dataset
 from .dynamics import TrajectoryStatistics
@@ -71,13 +72,24 @@ class TrajectorySummary:
 
 
 def _blocks(ds: DensityDataset, start: int = 0, stop: int | None = None):
+    """Yield (index, spin-summed density, time) per frame, BLOCK frames per read; refuse non-finite frames."""
     stop = len(ds) if stop is None else stop
     t = ds.time_fs
     for b0 in range(start, stop, BLOCK):
         b1 = min(b0 + BLOCK, stop)
         nt = ds.nt_range(b0, b1)
+        _check_finite(ds, nt, b0)
         for i in range(b1 - b0):
             yield b0 + i, nt[i].sum(0, dtype=np.float64), float(t[b0 + i])
+
+
+def _check_finite(ds: DensityDataset, nt: np.ndarray, b0: int) -> None:
+    """Raise a :class:`DatasetError` naming the first frame of the block ``nt`` (frames b0, ...) with NaN or inf."""
+    if np.isfinite(nt).all():
+        return
+    bad = int(np.argmin(np.isfinite(nt).reshape(len(nt), -1).all(axis=1)))
+    raise DatasetError(f"{ds.path}: frame {b0 + bad} holds NaN or infinite density values, so every metric would "
+                       "be NaN; re-create that dataset (in a prediction it means the model or rollout diverged)")
 
 
 def summarize(ds: DensityDataset, max_lag: int = 50, progress: Any = None) -> TrajectorySummary:
@@ -195,10 +207,12 @@ def evaluate(
 
         if out_dir is not None:
             out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / "metrics.json.part"
-            tmp.write_text(json.dumps(metrics, indent=1))
-            os.replace(tmp, out / "metrics.json")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                with atomic_output(out / "metrics.json", overwrite=True) as tmp:
+                    tmp.write_text(json.dumps(metrics, indent=1))
+            except OSError as err:
+                raise unwritable(out / "metrics.json", err) from None
             if plots:
                 from .plots import write_plots
 

@@ -27,9 +27,10 @@ class CLICommand:
         from ..data.schema import DatasetError
         from ..data.store import open_dataset
 
-        if Path(args.output).exists() and not args.force:
+        if Path(args.output).exists() and not args.force:  # fail fast; checked again while writing
             raise DatasetError(f"{args.output} exists; pass --force to replace it")
         with open_dataset(args.data) as ds:
-            export_cube(ds, args.frame, args.output, spin=args.spin)
-        print(f"{args.output}: frame {args.frame} of {args.data}")
+            i = ds.frame_index(args.frame)
+            export_cube(ds, i, args.output, spin=args.spin, overwrite=args.force)
+        print(f"{args.output}: frame {i} of {args.data}")
         return 0

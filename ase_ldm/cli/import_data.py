@@ -1,8 +1,9 @@
 """Build a dataset from cube files + an ASE trajectory, GPAW restart files, or the reference npz.
 
 Frames are matched in order; mismatched counts, shapes or atoms are errors naming the frame.
-The output is written under a temporary name and renamed at the end, so a failed import
-leaves nothing behind and never touches an existing file.
+The output is written under a unique temporary name and renamed at the end, so a failed import
+leaves nothing behind and never touches an existing file; a second import to the same output
+is refused while the first one runs.
 
 Examples:
   ase-ldm import --traj md.traj --cubes 'dens_*.cube.gz' --timestep 2 -o md.h5

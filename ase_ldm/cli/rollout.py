@@ -22,9 +22,10 @@ class CLICommand:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="run directory or pretrained name")
         p.add_argument("--init", required=True, help="dataset holding the initial frames")
-        p.add_argument("--frame", type=int, required=True, help="initial frame i (frame i-1 gives the derivative)")
-        p.add_argument("--steps", type=int, required=True, help="frames to generate")
-        p.add_argument("--samples", type=int, default=1, help="independent chains (batched)")
+        p.add_argument("--frame", type=int, required=True,
+                       help="initial frame i >= 1 (frame i-1 gives the derivative); negative counts from the end")
+        p.add_argument("--steps", type=int, required=True, help="frames to generate (>= 1)")
+        p.add_argument("--samples", type=int, default=1, help="independent chains (batched, >= 1)")
         p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
         p.add_argument("--sampler-steps", type=int, default=20, help="DDIM steps (ddpm always uses all)")
         p.add_argument("--seed", type=int, default=0)
@@ -34,8 +35,9 @@ class CLICommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ..ldm.rollout import rollout_to_datasets
+        from ..ldm.rollout import check_rollout_args, rollout_to_datasets
 
+        check_rollout_args(args.steps, args.samples, args.sampler_steps if args.sampler == "ddim" else None)
         paths = rollout_to_datasets(args.model, args.init, args.frame, args.steps, args.output,
                                     samples=args.samples, sampler=args.sampler, n_steps=args.sampler_steps,
                                     seed=args.seed, device=args.device, overwrite=args.force, progress=True)

@@ -12,6 +12,8 @@ import gzip
 import io
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from ase import Atoms
 from ase.units import Bohr
 
 from ..errors import DatasetError, InvalidInput
+from .atomic import atomic_output
 from .schema import Frame
 from .store import DensityDataset, DensityWriter
 
@@ -76,13 +79,14 @@ def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, Atoms]:
     return data, out["atoms"]
 
 
-def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray) -> None:
+def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray, *, overwrite: bool = True) -> None:
     """Write a density in electrons/Angstrom^3 as a cube file in electrons/Bohr^3.
 
     Follows GPAW's convention ``write(f, atoms, data=n * Bohr**3)`` and ASE's cube layout
     (origin 0, grid point (i, j, k) at fractional (i/N1, j/N2, k/N3)), but prints 9
     significant digits so float32 data survive a round trip exactly. A ``.gz`` name is
-    gzip-compressed. The file is written under a temporary name and renamed.
+    gzip-compressed. The file is written under a unique temporary name and renamed (see
+    :func:`ase_ldm.data.atomic.atomic_output`); ``overwrite=False`` refuses an existing file.
     """
     path = Path(path)
     data = np.asarray(n_R, np.float64) * Bohr**3
@@ -96,9 +100,13 @@ def write_cube(path: str | os.PathLike, atoms: Atoms, n_R: np.ndarray) -> None:
         lines.append(f"{Z:5d}{0.0:12.6f}" + "".join(f"{x:12.6f}" for x in pos))
     body = "\n".join(" ".join(f"{v:.8e}" for v in row) for row in data.reshape(-1, 6 if data.size % 6 == 0 else 1))
     text = "\n".join(lines) + "\n" + body + "\n"
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
-    os.replace(tmp, path)
+    raw = gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode()
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            tmp.write_bytes(raw)
+        except OSError as err:
+            raise DatasetError(f"cannot write {path} ({err.strerror or err}); free disk space or choose "
+                               "another location") from None
 
 
 def _check_atoms(where: str, atoms: Atoms, ref: Atoms, tol: float = 1e-4) -> None:
@@ -131,9 +139,7 @@ def frames_from_cubes(
     timestep_fs : float
         Time between frames, fs (trajectories do not store it).
     """
-    from ase.io import read
-
-    images = read(trajectory, index=":") if isinstance(trajectory, (str, os.PathLike)) else list(trajectory)
+    images = _read_images(trajectory) if isinstance(trajectory, (str, os.PathLike)) else list(trajectory)
     files = expand_glob(cubes) if isinstance(cubes, str) else list(cubes)
     if len(files) != len(images):
         raise DatasetError(f"{len(files)} cube files but {len(images)} trajectory frames; "
@@ -160,6 +166,27 @@ def frames_from_cubes(
         )
 
 
+def _read_images(path: str | os.PathLike) -> list[Atoms]:
+    """All frames of an ASE-readable trajectory; a missing, empty or unreadable file is a DatasetError."""
+    from ase.io import read
+    from ase.io.formats import UnknownFileTypeError
+
+    path = Path(path)
+    try:
+        images = read(path, index=":")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (UnknownFileTypeError, OSError, ValueError, KeyError, IndexError, EOFError, StopIteration) as err:
+        if path.is_dir():
+            raise DatasetError(f"{path} is a folder, not a trajectory ASE can read ({err}); give the trajectory "
+                               "file (e.g. md.traj)") from None
+        raise DatasetError(f"{path}: cannot read as an ASE trajectory ({type(err).__name__}: {err}); the file is "
+                           "empty, truncated or of a format ASE does not know") from None
+    if not images:
+        raise DatasetError(f"{path}: the trajectory holds no frames")
+    return images
+
+
 def _maybe(atoms: Atoms, name: str) -> Any:
     calc = atoms.calc
     if calc is None or name not in getattr(calc, "results", {}):
@@ -167,38 +194,34 @@ def _maybe(atoms: Atoms, name: str) -> Any:
     return calc.results[name]
 
 
+NPZ_ARRAYS = ("nt", "positions", "cell", "numbers", "timestep_fs")
+NPZ_OPTIONAL = ("D", "velocities", "energy", "forces", "scf_iterations")
+
+
 def frames_from_npz(path: str | os.PathLike) -> tuple[Iterator[Frame], dict[str, Any]]:
     """Frames from the reference ``.npz`` format (see ``shared/data/README.md``).
 
     Returns the frame iterator and provenance attributes (from ``<name>.meta.json`` if present).
+
+    Raises
+    ------
+    DatasetError
+        The file is missing, empty, truncated, not an ``.npz`` archive of arrays, lacks an
+        array or has arrays of inconsistent shapes; or the meta JSON is unreadable.
     """
     path = Path(path)
-    try:
-        z = np.load(path)
-        keys = set(z.files)
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot read as .npz ({err})") from None
-    need = {"nt", "positions", "cell", "numbers", "timestep_fs"}
-    if need - keys:
-        raise DatasetError(f"{path}: missing arrays {sorted(need - keys)}; expected the reference npz format")
+    arrays = _load_npz(path)
+    T = _check_npz_shapes(path, arrays)
     attrs: dict[str, Any] = {"source": f"npz:{path.name}"}
     meta_path = path.with_suffix(".meta.json")
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        attrs.update(_attrs_from_meta(meta))
-    dt = float(z["timestep_fs"])
+        attrs.update(_attrs_from_meta(_read_meta(meta_path)))
+    dt = float(arrays["timestep_fs"])
     attrs.setdefault("timestep_fs", dt)
-    cell, numbers = z["cell"], z["numbers"]
-    T = z["nt"].shape[0]
-    for name in ("positions", "D", "velocities", "energy", "forces", "scf_iterations"):
-        if name in keys and z[name].shape[0] != T:
-            raise DatasetError(f"{path}: {name} has {z[name].shape[0]} frames, nt has {T}")
+    nt, cell, numbers, D = arrays["nt"], arrays["cell"], arrays["numbers"], arrays.get("D")
 
     def frames() -> Iterator[Frame]:
-        nt = z["nt"]
-        arrays = {k: z[k] for k in ("positions", "D", "velocities", "energy", "forces", "scf_iterations") if k in keys}
         for i in range(T):
-            D = arrays.get("D")
             yield Frame(
                 nt_sR=nt[i][None] if nt.ndim == 4 else nt[i],
                 positions=arrays["positions"][i],
@@ -215,6 +238,95 @@ def frames_from_npz(path: str | os.PathLike) -> tuple[Iterator[Frame], dict[str,
     return frames(), attrs
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The reference arrays of an ``.npz`` file, each read once; anything unreadable is a DatasetError.
+
+    Never loads pickled objects, and never suggests doing so.
+    """
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder, not an .npz file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise _bad_npz(path, err) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DatasetError(f"{path}: holds a single array, not an .npz archive of the arrays {list(NPZ_ARRAYS)}")
+    with z:
+        missing = sorted(set(NPZ_ARRAYS) - set(z.files))
+        if missing:
+            raise DatasetError(f"{path}: missing arrays {missing}; expected the reference npz format")
+        try:
+            return {k: z[k] for k in (*NPZ_ARRAYS, *NPZ_OPTIONAL) if k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise _bad_npz(path, err) from None
+
+
+def _bad_npz(path: Path, err: BaseException) -> DatasetError:
+    if isinstance(err, EOFError) or (path.exists() and path.stat().st_size == 0):
+        reason = "the file is empty"
+    elif isinstance(err, (zipfile.BadZipFile, zlib.error)):
+        reason = f"damaged or cut-short zip archive: {err}"
+    elif "pickle" in str(err):  # numpy's text suggests allow_pickle: loading untrusted pickles is never needed here
+        reason = "not a NumPy .npz archive (its content would need unpickling, which ase_ldm never does)"
+    else:
+        reason = str(err)
+    return DatasetError(f"{path}: cannot read as .npz ({reason}); the file is empty, truncated or not an .npz "
+                        "archive of arrays: re-create or re-download it")
+
+
+def _check_npz_shapes(path: Path, a: dict[str, np.ndarray]) -> int:
+    """Check the reference arrays' shapes against each other; return the number of frames."""
+    def bad(name: str, expected: str) -> DatasetError:
+        return DatasetError(f"{path}: {name} has shape {a[name].shape}, expected {expected}")
+
+    nt = a["nt"]
+    if nt.ndim not in (4, 5):
+        raise bad("nt", "(T, N1, N2, N3) or (T, S, N1, N2, N3)")
+    T = nt.shape[0]
+    if T == 0:
+        raise DatasetError(f"{path}: nt holds no frames")
+    for name in ("positions", *NPZ_OPTIONAL):
+        if name in a and (a[name].ndim == 0 or a[name].shape[0] != T):
+            n = a[name].shape[0] if a[name].ndim else "no"
+            raise DatasetError(f"{path}: {name} has {n} frames, nt has {T}")
+    if a["numbers"].ndim != 1:
+        raise bad("numbers", "(Na,)")
+    na = len(a["numbers"])
+    if a["positions"].shape != (T, na, 3):
+        raise bad("positions", f"(T={T}, Na={na}, 3)")
+    if a["cell"].shape not in ((3, 3), (T, 3, 3)):
+        raise bad("cell", f"(3, 3) or (T={T}, 3, 3)")
+    dt = a["timestep_fs"]
+    if dt.size != 1 or not np.issubdtype(dt.dtype, np.number) or not float(dt.reshape(())) > 0:
+        raise DatasetError(f"{path}: timestep_fs must be one positive number (fs), got {dt!r}")
+    if "D" in a and (a["D"].ndim not in (4, 5) or a["D"].shape[:2] != (T, na)):
+        raise bad("D", f"(T={T}, Na={na}, ni, ni) or (T, Na, S, ni, ni)")
+    for name in ("velocities", "forces"):
+        if name in a and a[name].shape != (T, na, 3):
+            raise bad(name, f"(T={T}, Na={na}, 3)")
+    for name in ("energy", "scf_iterations"):
+        if name in a and a[name].shape != (T,):
+            raise bad(name, f"(T={T},)")
+    return T
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """The optional provenance file next to an ``.npz``; it must hold a JSON object."""
+    fix = "fix it, or remove it (it is optional)"
+    if meta_path.is_dir():
+        raise DatasetError(f"{meta_path} is a folder, not a provenance JSON file; {fix}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DatasetError(f"{meta_path}: cannot read the provenance JSON ({err}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: must hold a JSON object of provenance fields, got a JSON "
+                           f"{type(meta).__name__}; {fix}")
+    return meta
+
+
 def _attrs_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Map the reference meta.json keys onto the dataset's provenance attributes."""
     rename = {"gpaw": "gpaw_version", "thermostat": "ensemble", "kpts": "kpts", "occupations": "smearing"}
@@ -224,7 +336,7 @@ def _attrs_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
             out["ecut_eV"] = float(meta["mode"].split("(")[1].split()[0].rstrip(")"))
         except (IndexError, ValueError):
             pass
-    if "arrays" in meta and "nt" in meta["arrays"]:
+    if isinstance(meta.get("arrays"), dict) and "nt" in meta["arrays"]:
         out["nt_source"] = meta["arrays"]["nt"]
     return out
 
@@ -264,39 +376,49 @@ def write_frames(path: str | os.PathLike, frames: Iterable[Frame], attrs: dict[s
                  *, overwrite: bool = False, progress: bool = False) -> int:
     """Write frames to a new dataset file, atomically: a failure leaves no partial output.
 
-    The file is built under a temporary name and renamed at the end, so an existing file is
-    never touched unless ``overwrite`` and the import succeeded.
+    The file is built under a unique temporary name next to ``path`` and renamed at the end,
+    so an existing file is never touched unless ``overwrite`` and the import succeeded. While
+    it runs, ``path`` is locked: a second writer of the same output is refused (see
+    :mod:`ase_ldm.data.atomic`).
+
+    Returns
+    -------
+    int
+        The number of frames written (each one verified on disk).
+
+    Raises
+    ------
+    DatasetError
+        ``path`` exists (without ``overwrite``) or is being written by another process, a
+        frame is invalid, or writing failed (disk full, read-only folder, ...).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise DatasetError(f"{path} exists; pass --force to replace it")
-    tmp = path.with_name(path.name + ".part")
-    tmp.unlink(missing_ok=True)
     n = 0
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         it = frames
         if progress:
             from tqdm.auto import tqdm
 
             it = tqdm(frames, desc=f"import -> {path.name}", unit="frame")
-        with DensityWriter(tmp, attrs=attrs) as writer:
+        with DensityWriter(tmp, attrs=attrs, overwrite=True, lock=False, name=path) as writer:
             for frame in it:
                 writer.append(frame)
                 n += 1
         if n == 0:
-            raise DatasetError("no frames to write")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            raise DatasetError(f"{path}: no frames to write")
     return n
 
 
-def export_cube(dataset: DensityDataset, index: int, path: str | os.PathLike, spin: int | None = None) -> None:
+def export_cube(dataset: DensityDataset, index: int, path: str | os.PathLike, spin: int | None = None,
+                *, overwrite: bool = True) -> None:
     """Write frame ``index`` of ``dataset`` as a cube file (electrons/Bohr^3, GPAW convention).
 
-    ``spin=None`` writes the total density (sum over spins).
+    ``spin=None`` writes the total density (sum over spins). ``overwrite=False`` refuses an
+    existing ``path``.
     """
     nt_sR = dataset.nt(index).astype(np.float64)
+    if spin is not None and not 0 <= spin < len(nt_sR):
+        raise InvalidInput(f"spin {spin} out of range: {dataset.path} has {len(nt_sR)} spin channel(s); use "
+                           f"0..{len(nt_sR) - 1}, or leave it out for the total density")
     n_R = nt_sR.sum(0) if spin is None else nt_sR[spin]
-    write_cube(path, dataset.atoms(index), n_R)
+    write_cube(path, dataset.atoms(index), n_R, overwrite=overwrite)

@@ -51,6 +51,9 @@ __all__ = [
 FORMAT_NAME = "ase_ldm.density_trajectory"
 FORMAT_VERSION = 1
 
+#: Largest atomic number accepted (oganesson).
+MAX_ATOMIC_NUMBER = 118
+
 UNITS: dict[str, str] = {
     "nt": "electrons/Angstrom^3",
     "positions": "Angstrom",
@@ -143,6 +146,7 @@ class Frame:
                 "This looks like a density with compensation charges (new GPAW's "
                 "get_pseudo_density()); store calc.dft.density.nt_sR instead, or convert "
                 "with ase_ldm.data.gpaw_io.nt_from_compensated")
+        _check_numbers(where, self.numbers)
         na = len(self.numbers)
         _check_shape(where, "positions", self.positions, (na, 3))
         _check_shape(where, "cell", self.cell, (3, 3))
@@ -168,6 +172,21 @@ class Frame:
                     raise DatasetError(f"{where}: D_asii[{a}] contains NaN or inf values")
         if self.energy is not None and not np.isfinite(self.energy):
             raise DatasetError(f"{where}: energy is not finite")
+
+
+def _check_numbers(where: str, numbers: Any) -> None:
+    """Atomic numbers must be a 1D array of whole numbers 1 .. MAX_ATOMIC_NUMBER."""
+    z = np.asarray(numbers)
+    if z.ndim != 1:
+        raise DatasetError(f"{where}: numbers must be a 1D array of atomic numbers, one per atom, got shape {z.shape}")
+    if z.dtype.kind not in "iuf" or (z.dtype.kind == "f" and not np.all(np.isfinite(z) & (z == np.round(z)))):
+        raise DatasetError(f"{where}: atomic numbers must be whole numbers, got {z.dtype} values")
+    bad = (z < 1) | (z > MAX_ATOMIC_NUMBER)
+    if np.any(bad):
+        a = int(np.argmax(bad))
+        raise DatasetError(
+            f"{where}: atom {a} has atomic number {z[a]:g}, not an element (1 .. {MAX_ATOMIC_NUMBER}); "
+            "fix the 'numbers' array of the source data")
 
 
 def _check_shape(where: str, name: str, value: Any, shape: tuple[int, ...]) -> None:

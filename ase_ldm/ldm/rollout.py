@@ -3,16 +3,65 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_output
 from ..data.schema import Frame
-from ..data.store import DensityWriter, open_dataset
-from ..errors import DatasetError, InvalidInput, ModelMismatch
+from ..data.store import DensityDataset, DensityWriter, open_dataset
+from ..errors import DatasetError, FrameOutOfRange, InvalidInput, ModelMismatch
 from .surrogate import DensitySurrogate
 
-__all__ = ["rollout_to_datasets"]
+__all__ = ["rollout_to_datasets", "check_rollout_args"]
+
+
+def check_rollout_args(steps: int, samples: int, n_steps: int | None = None) -> None:
+    """Refuse non-positive ``steps`` (frames to generate), ``samples`` (chains) and DDIM steps.
+
+    Raises
+    ------
+    InvalidInput
+        One of them is < 1 (``n_steps=None`` skips that one).
+    """
+    checks = [("--steps", steps, "frames to generate"), ("--samples", samples, "independent chains")]
+    if n_steps is not None:
+        checks.append(("--sampler-steps", n_steps, "DDIM steps"))
+    for name, value, what in checks:
+        if int(value) < 1:
+            raise InvalidInput(f"{name} must be at least 1 ({what}), got {value}")
+
+
+def output_paths(output: str | os.PathLike, samples: int) -> list[Path]:
+    """The dataset paths of a rollout: ``output`` itself, or ``NAME-s0.h5``, ``NAME-s1.h5``, ... for samples."""
+    out = Path(output)
+    return [out] if samples == 1 else [out.with_name(f"{out.stem}-s{k}{out.suffix}") for k in range(samples)]
+
+
+def _initial_frame(ds: DensityDataset, frame: int) -> int:
+    """The initial frame ``frame`` of ``ds`` as 1 .. len-1 (negative counts from the end); it never wraps."""
+    n = len(ds)
+    try:
+        i = ds.frame_index(frame)
+    except FrameOutOfRange:
+        raise FrameOutOfRange(f"--frame {frame} out of range: {ds.path} has {n} frames; use 1..{n - 1} (or "
+                              f"-{n - 1}..-1 counting from the end)") from None
+    if i < 1:
+        raise InvalidInput(f"--frame must be >= 1 (got {frame}, frame {i}): the state needs the previous frame for "
+                           "the time derivative")
+    return i
+
+
+def _check_fits(sur: DensitySurrogate, ds: DensityDataset, init: str | os.PathLike, i: int) -> None:
+    if ds.grid != sur.grid:
+        raise ModelMismatch(f"{init}: grid {ds.grid} differs from the model's {sur.grid}")
+    if ds.natoms != len(sur.numbers) or np.any(ds.numbers != sur.numbers):
+        raise ModelMismatch(f"{init}: species differ from the model's training system")
+    if np.abs(ds.cell(i) - sur.cell).max() > 1e-4:
+        raise ModelMismatch(f"{init}: cell differs from the model's training cell")
+    if abs(ds.timestep_fs - sur.timestep_fs) > 1e-6:
+        raise ModelMismatch(f"{init}: frames every {ds.timestep_fs} fs, the model steps {sur.timestep_fs} fs")
 
 
 def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame: int, steps: int,
@@ -21,61 +70,65 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
                         progress: bool = False) -> list[Path]:
     """Roll ``model`` out for ``steps`` frames from frames (frame-1, frame) of ``init``.
 
-    Returns the written dataset paths (one per sample). Outputs are written under temporary
-    names and renamed when complete; existing outputs are refused unless ``overwrite``.
+    ``frame`` counts from 0, or from the end when negative; it must leave a previous frame.
+    Returns the written dataset paths (one per sample). Outputs are written under unique
+    temporary names and renamed when complete, and locked meanwhile (a concurrent writer of
+    the same output is refused); existing outputs are refused unless ``overwrite``.
+
+    Raises
+    ------
+    InvalidInput
+        ``steps``, ``samples`` or ``n_steps`` < 1, or ``frame`` leaves no previous frame.
+    FrameOutOfRange
+        ``frame`` is outside ``init``.
+    DatasetError, ModelMismatch
+        An output exists or is being written, ``init`` is unreadable or does not fit the model.
     """
-    sur = DensitySurrogate.load(model, device)
-    out = Path(output)
-    paths = [out] if samples == 1 else [out.with_name(f"{out.stem}-s{k}{out.suffix}") for k in range(samples)]
-    for p in paths:
+    check_rollout_args(steps, samples, n_steps if sampler == "ddim" else None)
+    paths = output_paths(output, samples)
+    for p in paths:  # fail before loading the model; checked again under the lock
         if p.exists() and not overwrite:
             raise DatasetError(f"{p} exists; pass --force to replace it")
     with open_dataset(init) as ds:
-        i = frame % len(ds)
-        if i < 1:
-            raise InvalidInput("--frame must be >= 1: the state needs the previous frame for the time derivative")
-        if ds.grid != sur.grid:
-            raise ModelMismatch(f"{init}: grid {ds.grid} differs from the model's {sur.grid}")
-        if ds.natoms != len(sur.numbers) or np.any(ds.numbers != sur.numbers):
-            raise ModelMismatch(f"{init}: species differ from the model's training system")
-        if np.abs(ds.cell(i) - sur.cell).max() > 1e-4:
-            raise ModelMismatch(f"{init}: cell differs from the model's training cell")
-        if abs(ds.timestep_fs - sur.timestep_fs) > 1e-6:
-            raise ModelMismatch(f"{init}: frames every {ds.timestep_fs} fs, the model steps {sur.timestep_fs} fs")
-        first = ds.frame(i)
-        n_prev, n = ds.nt(i - 1).sum(0), ds.nt(i).sum(0)
-        times = ds.time_fs
+        i = _initial_frame(ds, frame)
+        sur = DensitySurrogate.load(model, device)
+        _check_fits(sur, ds, init, i)
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
                  "timestep_fs": sur.timestep_fs, "positions_note": "atoms not modelled: positions copied from "
                  "the init dataset at the same time where it has that frame, else from the initial frame"}
-        tmp = [p.with_name(p.name + ".part") for p in paths]
-        writers = [DensityWriter(t, overwrite=True, attrs={**attrs, "sample": k}) for k, t in enumerate(tmp)]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, desc="rollout", unit="frame")
-        try:
-            for step, n_batch in enumerate(sur.rollout(n_prev, n, steps, samples=samples, sampler=sampler,
-                                                       n_steps=n_steps, seed=seed), start=1):
-                t = float(times[i] + step * sur.timestep_fs)
-                j = i + step
-                src = ds.frame(j) if j < len(ds) and abs(times[j] - t) < 1e-6 else first
-                for w, n_R in zip(writers, n_batch):
-                    w.append(Frame(nt_sR=n_R[None].astype(np.float32), positions=src.positions, cell=src.cell,
-                                   numbers=src.numbers, time_fs=t, pbc=src.pbc))
-                if bar is not None:
-                    bar.update(1)
-        except BaseException:
-            for w, t in zip(writers, tmp):
-                w.close()
-                t.unlink(missing_ok=True)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        for w, t, p in zip(writers, tmp, paths):
-            w.close()
-            os.replace(t, p)
+        with ExitStack() as stack:
+            tmp = [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
+            writers = [stack.enter_context(DensityWriter(t, overwrite=True, lock=False, name=p,
+                                                         attrs={**attrs, "sample": k}))
+                       for k, (t, p) in enumerate(zip(tmp, paths))]
+            _generate(sur, ds, i, steps, writers, samples=samples, sampler=sampler, n_steps=n_steps, seed=seed,
+                      progress=progress)
     return paths
+
+
+def _generate(sur: DensitySurrogate, ds: DensityDataset, i: int, steps: int, writers: list[DensityWriter], *,
+              samples: int, sampler: str, n_steps: int, seed: int, progress: bool) -> None:
+    """Run the rollout from frames (i-1, i) of ``ds`` and append each step's densities to ``writers``."""
+    first = ds.frame(i)
+    n_prev, n = ds.nt(i - 1).sum(0), ds.nt(i).sum(0)
+    times = ds.time_fs
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="rollout", unit="frame")
+    try:
+        for step, n_batch in enumerate(sur.rollout(n_prev, n, steps, samples=samples, sampler=sampler,
+                                                   n_steps=n_steps, seed=seed), start=1):
+            t = float(times[i] + step * sur.timestep_fs)
+            j = i + step
+            src = ds.frame(j) if j < len(ds) and abs(times[j] - t) < 1e-6 else first
+            for w, n_R in zip(writers, n_batch):
+                w.append(Frame(nt_sR=n_R[None].astype(np.float32), positions=src.positions, cell=src.cell,
+                               numbers=src.numbers, time_fs=t, pbc=src.pbc))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -13,7 +13,6 @@ or GPAW settings (mode, xc, cutoff, k-points, smearing) other than the stored on
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -40,26 +39,6 @@ def dynamics_attrs(dyn: Any) -> dict[str, Any]:
         out["temperature_K"] = round(float(dyn.temp / units.kB), 9)
     if hasattr(dyn, "fr"):
         out["friction_per_fs"] = round(float(dyn.fr * units.fs), 12)
-    return out
-
-
-def _stored_attrs(writer: DensityWriter) -> dict[str, Any]:
-    """The provenance attributes of the file an appending writer has open (JSON text decoded)."""
-    f = getattr(writer, "_f", None)
-    if f is None:
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in f.attrs.items():
-        if isinstance(value, bytes):
-            value = value.decode()
-        if isinstance(value, str) and value[:1] in "[{":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-        elif isinstance(value, np.generic):
-            value = value.item()
-        out[key] = value
     return out
 
 
@@ -118,7 +97,7 @@ class DensityRecorder:
             target, append=append, overwrite=overwrite, attrs=extra)
         if isinstance(target, DensityWriter):
             self.writer.attrs.update(extra)
-        self._stored = _stored_attrs(self.writer) if len(self.writer) else {}
+        self._stored = self.writer.stored_attrs if len(self.writer) else {}
         if self._stored:
             diffs = _differences(self._stored, extra, _DYNAMICS_KEYS)
             if diffs:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..data.atomic import temporary_path, write_text_atomic
 from ..errors import CheckpointError
 
 __all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save_checkpoint", "read_meta", "build_model",
@@ -45,15 +46,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as fd:
-        fd.write(text)
-        fd.flush()
-        os.fsync(fd.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any],
                     train_state: dict[str, Any] | None = None, epoch: int = 0) -> Path:
     """Write weights (+ train state) and ``model.json`` atomically; returns ``model.json``'s path."""
@@ -63,18 +55,19 @@ def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, meta: di
     run.mkdir(parents=True, exist_ok=True)
     old = _current_files(run)
     weights = run / f"weights-e{epoch:05d}.safetensors"
-    tmp = weights.with_name(weights.name + ".part")
+    tmp = temporary_path(weights)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp))
     os.replace(tmp, weights)
     files = {"weights": weights.name, "weights_sha256": _sha256(weights)}
     if train_state is not None:
         ts = run / f"train_state-e{epoch:05d}.pt"
-        torch.save(train_state, ts.with_name(ts.name + ".part"))
-        os.replace(ts.with_name(ts.name + ".part"), ts)
+        tmp = temporary_path(ts)
+        torch.save(train_state, tmp)
+        os.replace(tmp, ts)
         files.update(train_state=ts.name, train_state_sha256=_sha256(ts))
     doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "epoch": epoch, **meta, "files": files}
-    _atomic_write_text(run / "model.json", json.dumps(doc, indent=1, default=_jsonable))
+    write_text_atomic(run / "model.json", json.dumps(doc, indent=1, default=_jsonable))
     for name in old:
         if name not in files.values():
             (run / name).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..data.atomic import write_text_atomic
 from ..errors import CheckpointError, InvalidInput
 from .checkpoint import load_train_state, load_weights, read_meta, save_checkpoint
 from .config import from_dict
@@ -75,9 +76,7 @@ def save_run_config(run: Path, cfg: Any, data: str | os.PathLike, extra: dict[st
     """Write ``config.json`` of a new run (atomically)."""
     run.mkdir(parents=True, exist_ok=True)
     doc = {"config": asdict(cfg), "dataset": dataset_identity(data), **(extra or {})}
-    tmp = run / "config.json.part"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, run / "config.json")
+    write_text_atomic(run / "config.json", json.dumps(doc, indent=1))
 
 
 def resume_state(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -98,6 +97,4 @@ def write_checkpoint(run: Path, model: torch.nn.Module, meta: dict[str, Any], tr
                      epoch: int, history: list[dict[str, Any]]) -> None:
     """Checkpoint (weights, train state, model.json with the history) and ``history.json``."""
     save_checkpoint(run, model, {**meta, "history": history}, train_state, epoch=epoch)
-    tmp = run / "history.json.part"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, run / "history.json")
+    write_text_atomic(run / "history.json", json.dumps(history, indent=1))

@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no advisory locks
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["OutputLock", "atomic_output", "temporary_path", "unwritable"]
+__all__ = ["write_text_atomic", "OutputLock", "atomic_output", "temporary_path", "unwritable"]
 
 LOCK_SUFFIX = ".lock"
 PART_SUFFIX = ".part"
@@ -172,3 +172,19 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a unique temporary file next to ``path``, sync it, and rename it over
+    ``path``: readers see the old or the new file, never a part (no lock: for files one process owns)."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w") as fd:
+            fd.write(text)
+            fd.flush()
+            os.fsync(fd.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise unwritable(path, err) from None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.registry import model_dir
+from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
 from ..errors import InvalidInput
 from .surrogate import DensitySurrogate
@@ -62,7 +63,5 @@ def calibrate_temperature(model: str | os.PathLike, data: str | os.PathLike, *, 
         meta = json.loads(path.read_text())
         meta["sampling_temperature"] = float(best)
         meta["temperature_calibration"] = out
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(meta, indent=1))
     return out

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
+from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
 from ..errors import DatasetError
 
@@ -91,8 +91,5 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
             "max_force_diff_eV_A": float(dF.max()) if dF.size else 0.0,
         }
     if json_out is not None:
-        path = Path(json_out)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(json_out, json.dumps(out, indent=1))
     return out

@@ -176,12 +176,13 @@ def save_pack(path: str | os.PathLike, series: SyncSeries, prior: RadialPrior, a
     r = series.r.double().numpy()
     scale = np.abs(r).reshape(len(r), -1).max(1) / 32000.0
     q = np.round(r / scale[:, None, None, None]).astype(np.int16)
-    tmp = f"{path}.part.npz"
-    np.savez(tmp, format=np.array(PACK_FORMAT), r_q=q, r_scale=scale, positions=series.positions,
-             cell=series.cell, numbers=series.numbers, D=series.D.numpy(), ni=np.array(series.ni),
-             prior=np.array(json.dumps(prior.to_dict())), attrs=np.array(json.dumps(attrs)),
-             l_i=np.array(json.dumps(series.l_i)))
-    os.replace(tmp, path)
+    from ..data.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as fd:
+        np.savez(fd, format=np.array(PACK_FORMAT), r_q=q, r_scale=scale, positions=series.positions,
+                 cell=series.cell, numbers=series.numbers, D=series.D.numpy(), ni=np.array(series.ni),
+                 prior=np.array(json.dumps(prior.to_dict())), attrs=np.array(json.dumps(attrs)),
+                 l_i=np.array(json.dumps(series.l_i)))
 
 
 def load_pack(path: str | os.PathLike) -> tuple[SyncSeries, RadialPrior, dict[str, Any]]:

@@ -1,10 +1,14 @@
 """ase_ldm: learn and serve the dynamics of electron densities from GPAW AIMD.
 
-Datasets open without importing torch; the model names below load lazily.
+Datasets open without importing torch; the model names below load lazily. Example::
 
->>> import ase_ldm
->>> with ase_ldm.open_dataset("li16.h5") as ds: ...
->>> model = ase_ldm.load("li16-800K-sync")     # any family, by name or run directory
+    import ase_ldm
+    with ase_ldm.open_dataset("li16.h5") as ds:
+        nt = ds.nt(10)                          # (S, N1, N2, N3), electrons/Angstrom^3
+    model = ase_ldm.load("li16-800K-sync")     # any family, by name or run directory
+
+(Examples written with ``>>>`` run as doctests in the test suite; ``::`` blocks like this one
+need data of your own.)
 """
 
 from .data import DensityDataset, DensityRecorder, DensityWriter, Frame, open_dataset

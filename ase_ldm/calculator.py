@@ -1,9 +1,11 @@
 """An ASE calculator that serves an ML-predicted pseudo-density at every MD step.
 
->>> calc = DensityCalculator("li16-800K", calc=GPAW(...), timestep_fs=2.0, resync_every=10)
->>> atoms.calc = calc
->>> dyn = VelocityVerlet(atoms, 2 * units.fs)
->>> dyn.attach(lambda: densities.append(calc.get_pseudo_density()))
+Example::
+
+    calc = DensityCalculator("li16-800K", calc=GPAW(...), timestep_fs=2.0, resync_every=10)
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, 2 * units.fs)
+    dyn.attach(lambda: densities.append(calc.get_pseudo_density()))
 
 Energy, forces and stress come from the wrapped calculator (any ASE calculator, GPAW
 included); the density comes from the model. The model advances one step whenever the atoms

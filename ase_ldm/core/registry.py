@@ -1,9 +1,22 @@
 """One registry from a name or a folder to a ready model behind one small protocol.
 
->>> model = load("li16-800K-sync")             # a shipped model, by name
->>> model = load("runs/my-model", device="cpu")  # a run directory written by training
->>> model.observe(positions, nt_R, D_aii, numbers, cell)     # a converged step (history)
->>> nt_R, D_aii = model.predict(positions, numbers, cell, grid)
+>>> import numpy as np
+>>> model = load("li16-800K-sync", device="cpu")    # a shipped model by name, or a run directory
+>>> model.species, model.min_history, model.max_history
+((3,), 0, 3)
+>>> cell = np.eye(3) * 7.27                           # Angstrom: the Li16 cell
+>>> grid = model.grid_for(cell)
+>>> grid
+(30, 30, 30)
+>>> positions = np.random.default_rng(0).random((16, 3)) * 7.27
+>>> nt_R, D_aii = model.predict(positions, np.full(16, 3), cell, grid)   # no history: from the atoms
+>>> nt_R.shape, D_aii.shape
+((30, 30, 30), (16, 5, 5))
+>>> round(float(nt_R.sum()) * 7.27**3 / nt_R.size, 1)  # electrons of nt in the cell
+18.4
+
+With converged steps observed first (``model.observe(positions, nt_R, D_aii, numbers, cell)``),
+a prediction also reads up to ``max_history`` of them.
 
 Every consumer (the ASE calculator, the SCF providers, ``ase-ldm predict``, the packaging tool)
 asks this module for a model and talks to it through :class:`DensityModel`; none of them asks

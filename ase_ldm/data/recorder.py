@@ -1,8 +1,10 @@
 """An observer that writes GPAW densities from any ASE dynamics into a dataset.
 
->>> recorder = DensityRecorder("traj.h5", atoms, dyn)
->>> dyn.attach(recorder, interval=5)
->>> dyn.run(100)
+Example::
+
+    recorder = DensityRecorder("traj.h5", atoms, dyn)
+    dyn.attach(recorder, interval=5)
+    dyn.run(100)
 
 Each call appends one flushed frame, so a killed run keeps every completed frame. With
 ``append=True`` an existing file is continued: its time axis goes on from the last frame,

@@ -1,9 +1,11 @@
 """Serve the atom-synchronised model: one-step predictions of (nt, D) from positions and history.
 
->>> pred = ase_ldm.load("li16-800K-sync")
->>> pred.observe(positions, nt, D, numbers, cell)   # converged step: (Na, 3) A, (N1, N2, N3) e/A^3,
-...                                                 # (Na, ni, ni), (Na,), (3, 3) A
->>> nt_next, D_next = pred.predict(new_positions, numbers, cell, nt.shape)
+Example::
+
+    pred = ase_ldm.load("li16-800K-sync")
+    pred.observe(positions, nt, D, numbers, cell)   # converged step: (Na, 3) A, (N1, N2, N3) e/A^3,
+                                                    # (Na, ni, ni), (Na,), (3, 3) A
+    nt_next, D_next = pred.predict(new_positions, numbers, cell, nt.shape)
 
 Without observed history the prediction is a cold start from the atoms alone. The model runs on
 any cell and grid whose grid spacing matches its training data (within 2 %) and whose species it

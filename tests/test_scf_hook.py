@@ -22,12 +22,12 @@ GPAW_KW = dict(mode={"name": "pw", "ecut": 200.0}, xc="PBE", kpts=(1, 1, 1),
                occupations={"name": "fermi-dirac", "width": 0.1}, txt=None)
 
 
-def md_run(provider, steps=5):
+def md_run(provider, steps=5, wfs_extrapolation=-1):
     from ase.md.velocitydistribution import thermalize_momenta
 
     atoms = li2(rattle=0.1, seed=2)
     thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
-    atoms.calc = GuidedGPAW(provider, **GPAW_KW)
+    atoms.calc = GuidedGPAW(provider, wfs_extrapolation=wfs_extrapolation, **GPAW_KW)
     dyn = VelocityVerlet(atoms, 2 * units.fs)
     out = {"it": [], "E": [], "F": []}
     dyn.attach(lambda: (out["it"].append(atoms.calc.get_number_of_iterations()),
@@ -156,3 +156,31 @@ def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_lo
     assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
     np.testing.assert_allclose(e1, e0, atol=2e-3)
     np.testing.assert_allclose(f1, f0, atol=2e-2)
+
+
+def test_wave_function_extrapolation_aligns_rotated_bands():
+    from ase_ldm.scf.hook import extrapolate_wave_functions
+
+    rng = np.random.default_rng(0)
+    C0 = rng.normal(size=(4, 50)) + 1j * rng.normal(size=(4, 50))
+    Q, _ = np.linalg.qr(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)))  # bands mixed and reordered
+    # the same subspace one step earlier: extrapolating a constant subspace gives it back
+    out = extrapolate_wave_functions([[C0], [Q @ C0]], order=1)[0]
+    np.testing.assert_allclose(out, C0, atol=1e-10)
+    # a linear drift of the coefficients is continued, whatever rotation the older set carries
+    dC = 0.01 * rng.normal(size=C0.shape)
+    out = extrapolate_wave_functions([[C0], [Q @ (C0 - dC)]], order=1)[0]
+    assert np.abs(out - (C0 + dC)).max() < 0.3 * np.abs(dC).max()  # persistence would be off by dC
+
+
+@pytest.mark.parametrize("spec", ["gpaw+wfs1", "extrapolate-quadratic+wfs2"])
+def test_wave_function_extrapolation_keeps_gpaw_answer(reference_md, spec):
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.scf.bench import parse_spec
+
+    name, order = parse_spec(spec)
+    run = md_run(name, wfs_extrapolation=order)
+    np.testing.assert_allclose(run["E"], reference_md["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(reference_md["F"]), atol=2e-3)
+    with pytest.raises(InvalidInput, match="wfs_extrapolation must be"):
+        GuidedGPAW("gpaw", wfs_extrapolation=5, **GPAW_KW)

@@ -3,7 +3,8 @@
 Runs NVE MD from the same dataset frame (positions, velocities, GPAW settings) for each
 provider: gpaw (GPAW's own reuse, always run as the reference), previous,
 extrapolate-linear, extrapolate-quadratic, sad-extrapolate, or a model (pretrained name or
-run directory). Reports iterations per step, seconds per step (model time included) and the
+run directory). NAME+wfsK also extrapolates the wave functions in time (order K: 1 linear,
+2 quadratic) instead of GPAW's move of them. Reports iterations per step, seconds per step (model time included) and the
 largest energy and force differences from GPAW's own run.
 
 Example: ase-ldm scf-bench li16.h5 --frame 600 --steps 10 --provider extrapolate-quadratic
@@ -23,7 +24,7 @@ class CLICommand:
         p.add_argument("data", help="dataset with velocities (e.g. recorded or the imported reference)")
         p.add_argument("--frame", type=int, default=0, help="start frame")
         p.add_argument("--steps", type=int, default=10, help="MD steps after the cold start")
-        p.add_argument("--provider", action="append", default=[], help="provider name (repeatable)")
+        p.add_argument("--provider", action="append", default=[], help="provider name, or NAME+wfsK (repeatable)")
         p.add_argument("--device", default="cpu", help="device for model providers")
         p.add_argument("--json", help="write the results here")
 

@@ -40,7 +40,7 @@ def coefficients(available: int, order: int = 2) -> tuple[float, ...]:
 def extrapolate(past: Sequence[Any], order: int = 2) -> Any:
     """Extrapolate from ``past`` (newest first): arrays, or lists of arrays combined item by item.
 
-    Returns float64 arrays (or a list of them).
+    Returns float64 arrays (complex128 for complex input), or a list of them.
     """
     coefs = coefficients(len(past), order)
     return _combine(coefs, list(past)[: len(coefs)])
@@ -49,7 +49,13 @@ def extrapolate(past: Sequence[Any], order: int = 2) -> Any:
 def _combine(coefs: tuple[float, ...], items: list) -> Any:
     if isinstance(items[0], list):
         return [_combine(coefs, [it[a] for it in items]) for a in range(len(items[0]))]
-    return sum(c * np.asarray(x, np.float64) for c, x in zip(coefs, items))
+    return sum(c * _promoted(x) for c, x in zip(coefs, items))
+
+
+def _promoted(x: Any) -> np.ndarray:
+    """float64 for real arrays, complex128 for complex ones (wave functions)."""
+    x = np.asarray(x)
+    return x.astype(np.result_type(x.dtype, np.float64), copy=False)
 
 
 def weight_table(history: int) -> np.ndarray:

@@ -19,14 +19,30 @@ from ase.md.verlet import VelocityVerlet
 
 from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
-from ..errors import DatasetError
+from ..errors import DatasetError, InvalidInput
 
 __all__ = ["run_provider", "scf_bench"]
 
 
+def parse_spec(spec: str) -> tuple[str, int]:
+    """``NAME`` or ``NAME+wfsK``: a provider and the order of the wave-function extrapolation
+    (-1: GPAW's own move of the wave functions; see :func:`ase_ldm.scf.hook.extrapolate_wave_functions`)."""
+    name, sep, order = spec.rpartition("+wfs")
+    if not sep:
+        return spec, -1
+    try:
+        return name, int(order)
+    except ValueError:
+        raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
+
+
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
                  txt: str | None = None) -> dict[str, Any]:
-    """One guided NVE run; per-step iterations, seconds, energies and forces."""
+    """One guided NVE run; per-step iterations, seconds, energies and forces.
+
+    ``provider`` is a provider name, optionally with ``+wfsK``: the wave functions are then
+    extrapolated in time with order K (:func:`parse_spec`).
+    """
     from ..data.gpaw_io import calculator_from_provenance
     from .hook import guided_gpaw
     from .providers import make_provider
@@ -37,7 +53,8 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
             raise DatasetError(f"{data}: no velocities stored; scf-bench starts MD from a frame's velocities")
         dt = ds.timestep_fs
         calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt)
-    calc = guided_gpaw(calc, make_provider(provider, calc, device=device))
+    name, wfs_order = parse_spec(provider)
+    calc = guided_gpaw(calc, make_provider(name, calc, device=device), wfs_extrapolation=wfs_order)
     atoms.calc = calc
     t0 = time.perf_counter()
     e0 = atoms.get_potential_energy()

@@ -12,7 +12,10 @@ Two entry points:
   the prediction takes the place of the density GPAW would rebuild from the moved wave
   functions, so the potential is computed once, from the guess. Without a guess GPAW's own
   move runs unchanged. A provider with ``cold_start = True`` also supplies the first density of
-  a fresh calculation (through :func:`start_from_density`).
+  a fresh calculation (through :func:`start_from_density`). With ``wfs_extrapolation=K`` the
+  wave functions start from their polynomial extrapolation (order K) over the last converged
+  steps, aligned band-subspace by band-subspace (:func:`extrapolate_wave_functions`), instead of
+  GPAW's move of the last ones; without a density guess the density is rebuilt from them.
 
 The guess only changes where the SCF starts: GPAW's convergence criteria decide where it
 ends, so converged energies and forces agree with an unguided run to the SCF tolerance.
@@ -26,14 +29,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
+from ..core.extrapolation import COEFFICIENTS, extrapolate
 from ..data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
-from ..errors import UnsupportedSetup
+from ..errors import InvalidInput, UnsupportedSetup
 from .providers import DensityProvider, make_provider
 
 __all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_density", "GuidedGPAW",
@@ -77,9 +82,49 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
     dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
 
 
-def _move_with_density(dft: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
-    """GPAW's ``DFT.move_atoms`` (26.x) with the guess in place of the density rebuilt from the
-    moved wave functions, so the potential is computed once, from the guess."""
+def converged_wave_functions(dft: Any) -> list[np.ndarray]:
+    """Copies of the plane-wave coefficients ``psit_nG`` of every k-point and spin (serial runs)."""
+    return [np.array(wfs.psit_nX.data, copy=True) for wfs in dft.ibzwfs]
+
+
+def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int) -> list[np.ndarray]:
+    r"""Wave functions extrapolated in time from converged steps (newest first), per k-point and spin.
+
+    Each older set is first aligned to the newest by the unitary rotation of its bands that
+    brings it closest (orthogonal Procrustes, :math:`U = \mathrm{polar}(C_k^\dagger C_0)`): bands
+    mix and reorder between steps, and only the occupied subspace is physical. The aligned sets
+    are then combined with the polynomial coefficients of :mod:`ase_ldm.core.extrapolation`
+    (order 1: :math:`2 C_0 - C_1 U_1`), as in Quantum ESPRESSO's ``wfc_extrapolation``. GPAW
+    orthonormalises them at the start of the SCF.
+    """
+    out = []
+    for q, C0 in enumerate(past[0]):
+        aligned = [C0]
+        for older in past[1:]:
+            Ck = older[q]
+            S = Ck.conj() @ C0.T  # (n_older, n_newest) overlaps of the coefficient vectors
+            V, _, Wh = np.linalg.svd(S)
+            aligned.append((V @ Wh).T @ Ck)  # = (Ck^T (V Wh))^T, the older bands rotated onto C0's
+        out.append(extrapolate(aligned, order))
+    return out
+
+
+def _set_wave_functions(dft: Any, psit: list[np.ndarray]) -> None:
+    for wfs, C in zip(dft.ibzwfs, psit):
+        wfs.psit_nX.data[:] = C
+        wfs._P_ani = None
+        wfs.orthonormalized = False
+
+
+def _move_with_density(dft: Any, atoms: Atoms, guess: tuple[np.ndarray, list[np.ndarray]] | None,
+                       psit: list[np.ndarray] | None = None) -> None:
+    """GPAW's ``DFT.move_atoms`` (26.x) with a guess of the density and/or the wave functions.
+
+    ``guess`` (nt_sR, D_asii) takes the place of the density rebuilt from the moved wave
+    functions, so the potential is computed once, from the guess. ``psit`` (per k-point and spin)
+    replaces GPAW's moved wave functions; without a density guess the density is then rebuilt
+    from them, as GPAW does from its own.
+    """
     from gpaw.core.atom_arrays import AtomDistribution
     from gpaw.new.calculation import write_atoms
     from gpaw.utilities import check_atoms_too_close
@@ -93,11 +138,18 @@ def _move_with_density(dft: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[n
     atomdist = AtomDistribution(rank_a, atomdist.comm)
     dft.pot_calc.move(dft.relpos_ac, atomdist)
     dft.ibzwfs.move(dft.relpos_ac, atomdist)
+    if psit is not None:
+        _set_wave_functions(dft, psit)
     dft.density.move(dft.relpos_ac, atomdist)
+    if guess is None:
+        dft.density.update(dft.ibzwfs)
     dft.potential.move(atomdist)
     dft.scf_loop.hamiltonian.move(dft.relpos_ac)
     dft.scf_loop.mixer.move(dft.relpos_ac, atomdist)
-    inject_density(dft, nt_sR, D_asii)  # in place of density.update(ibzwfs); computes the potential
+    if guess is None:
+        dft.potential, dft.energies, _ = dft.pot_calc.calculate(dft.density, dft.ibzwfs, dft.potential.vHt_x)
+    else:
+        inject_density(dft, *guess)  # in place of density.update(ibzwfs); computes the potential
     mm_av = dft.results.get("non_collinear_magmoms")
     if mm_av is None:
         _, mm_av = dft.density.calculate_magnetic_moments()
@@ -166,23 +218,32 @@ def _make_guided_class():
 
         provider: DensityProvider
         guess_seconds: list[float]
+        wfs_order: int
+        wfs_history: deque
 
         def move_atoms(self, atoms: Atoms) -> None:
             old = self.atoms
-            if self._dft is not None and self.dft.results:
+            converged = self._dft is not None and self.dft.results
+            if converged:
                 self.provider.observe(old, nt_sR_from_gpaw(self), D_asii_from_gpaw(self))
             t0 = time.perf_counter()
             guess = self.provider.predict(atoms)
+            psit = None
+            if self.wfs_order >= 0 and converged:
+                self.wfs_history.appendleft(converged_wave_functions(self.dft))
+                if len(self.wfs_history) > 1:
+                    psit = extrapolate_wave_functions(list(self.wfs_history), self.wfs_order)
             self.guess_seconds.append(time.perf_counter() - t0)
-            if guess is None:
+            if guess is None and psit is None:
                 super().move_atoms(atoms)
                 return
             with self.timer("Move"):
-                _move_with_density(self.dft, atoms, *guess)
+                _move_with_density(self.dft, atoms, guess, psit)
             self._atoms = atoms.copy()
 
         def create_new_calculation(self, atoms: Atoms) -> None:
             self.provider.reset()  # a fresh start (new cell or species) breaks the history
+            self.wfs_history.clear()
             if getattr(self.provider, "cold_start", False):
                 t0 = time.perf_counter()
                 builder = self.params.dft_component_builder(atoms, log=self.log, comm=self.log.comm)
@@ -199,7 +260,7 @@ def _make_guided_class():
 _GUIDED = None
 
 
-def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:
+def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, **gpaw_kwargs: Any) -> Any:
     """A GPAW calculator (``gpaw.GPAW(**gpaw_kwargs)``) guided by ``provider`` in MD.
 
     ``provider`` is a :class:`~ase_ldm.scf.providers.DensityProvider` or its command-line name
@@ -209,10 +270,10 @@ def GuidedGPAW(provider: DensityProvider | str, **gpaw_kwargs: Any) -> Any:
     from gpaw import GPAW
 
     gpaw_kwargs.setdefault("symmetry", "off")
-    return guided_gpaw(GPAW(**gpaw_kwargs), provider)
+    return guided_gpaw(GPAW(**gpaw_kwargs), provider, wfs_extrapolation=wfs_extrapolation)
 
 
-def guided_gpaw(calc: Any, provider: DensityProvider | str) -> Any:
+def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation: int = -1) -> Any:
     """Turn an existing (not yet used, or used) new-code GPAW calculator into a guided one.
 
     The calculator keeps all its settings and state; only ``move_atoms`` gains the hook.
@@ -225,6 +286,11 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str) -> Any:
         provider = make_provider(provider, calc)
     # Re-class the instance GPAW's factory built (its constructor wiring is internal to GPAW).
     calc.__class__ = _GUIDED
+    if wfs_extrapolation not in (-1, *COEFFICIENTS):
+        raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of {sorted(COEFFICIENTS)}, "
+                           f"got {wfs_extrapolation}")
     calc.provider = provider
     calc.guess_seconds = []
+    calc.wfs_order = int(wfs_extrapolation)
+    calc.wfs_history = deque(maxlen=max(wfs_extrapolation, 0) + 1)
     return calc

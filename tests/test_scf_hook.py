@@ -171,6 +171,12 @@ def test_wave_function_extrapolation_aligns_rotated_bands():
     dC = 0.01 * rng.normal(size=C0.shape)
     out = extrapolate_wave_functions([[C0], [Q @ (C0 - dC)]], order=1)[0]
     assert np.abs(out - (C0 + dC)).max() < 0.3 * np.abs(dC).max()  # persistence would be off by dC
+    # real wave functions (half sphere, G = 0 first, real there): the rotation found is real
+    R0 = C0.copy()
+    R0[:, 0] = R0[:, 0].real
+    Rot, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    out = extrapolate_wave_functions([[R0], [Rot @ R0]], order=1, real=[True])[0]
+    np.testing.assert_allclose(out, R0, atol=1e-10)
 
 
 @pytest.mark.parametrize("spec", ["gpaw+wfs1", "extrapolate-quadratic+wfs2"])

@@ -87,24 +87,44 @@ def converged_wave_functions(dft: Any) -> list[np.ndarray]:
     return [np.array(wfs.psit_nX.data, copy=True) for wfs in dft.ibzwfs]
 
 
-def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int) -> list[np.ndarray]:
+def real_wave_functions(dft: Any) -> list[bool]:
+    """Per k-point and spin: whether the wave functions are real (Gamma point), stored by GPAW as
+    half a plane-wave sphere with G = 0 first."""
+    return [wfs.psit_nX.desc.dtype == float for wfs in dft.ibzwfs]
+
+
+def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int,
+                               real: list[bool] | None = None) -> list[np.ndarray]:
     r"""Wave functions extrapolated in time from converged steps (newest first), per k-point and spin.
 
-    Each older set is first aligned to the newest by the unitary rotation of its bands that
-    brings it closest (orthogonal Procrustes, :math:`U = \mathrm{polar}(C_k^\dagger C_0)`): bands
-    mix and reorder between steps, and only the occupied subspace is physical. The aligned sets
-    are then combined with the polynomial coefficients of :mod:`ase_ldm.core.extrapolation`
-    (order 1: :math:`2 C_0 - C_1 U_1`), as in Quantum ESPRESSO's ``wfc_extrapolation``. GPAW
-    orthonormalises them at the start of the SCF.
+    Each older set is first aligned to the newest by the rotation of its bands that brings it
+    closest (orthogonal Procrustes, :math:`U = \mathrm{polar}(C_k C_0^\dagger)`): bands mix and
+    reorder between steps, and only the occupied subspace is physical. The aligned sets are then
+    combined with the polynomial coefficients of :mod:`ase_ldm.core.extrapolation` (order 1:
+    :math:`2 C_0 - U_1 C_1`), as in Quantum ESPRESSO's ``wfc_extrapolation``. GPAW orthonormalises
+    them at the start of the SCF.
+
+    Parameters
+    ----------
+    past : list (steps, newest first) of lists (k-points and spins) of (nbands, nG) arrays
+    order : int
+    real : list of bool, optional
+        Per k-point and spin: real wave functions stored as half a sphere (G = 0 first), whose
+        overlaps are :math:`2\,\mathrm{Re}(a b^\dagger) - a_0 b_0` and whose rotations must be
+        real (a complex one would break the reality the storage assumes).
     """
     out = []
     for q, C0 in enumerate(past[0]):
+        is_real = bool(real[q]) if real is not None else False
         aligned = [C0]
         for older in past[1:]:
             Ck = older[q]
-            S = Ck.conj() @ C0.T  # (n_older, n_newest) overlaps of the coefficient vectors
-            V, _, Wh = np.linalg.svd(S)
-            aligned.append((V @ Wh).T @ Ck)  # = (Ck^T (V Wh))^T, the older bands rotated onto C0's
+            M = Ck @ C0.conj().T  # (n_older, n_newest) overlaps of the coefficient vectors
+            if is_real:
+                M = 2 * M.real - np.outer(Ck[:, 0].real, C0[:, 0].real)
+            V, _, Wh = np.linalg.svd(M)
+            U = (V @ Wh).conj().T  # maximises Re tr(U M): U Ck is closest to C0
+            aligned.append(U @ Ck)
         out.append(extrapolate(aligned, order))
     return out
 
@@ -232,7 +252,8 @@ def _make_guided_class():
             if self.wfs_order >= 0 and converged:
                 self.wfs_history.appendleft(converged_wave_functions(self.dft))
                 if len(self.wfs_history) > 1:
-                    psit = extrapolate_wave_functions(list(self.wfs_history), self.wfs_order)
+                    psit = extrapolate_wave_functions(list(self.wfs_history), self.wfs_order,
+                                                      real_wave_functions(self.dft))
             self.guess_seconds.append(time.perf_counter() - t0)
             if guess is None and psit is None:
                 super().move_atoms(atoms)

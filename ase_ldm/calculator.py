@@ -94,8 +94,10 @@ class DensityCalculator(Calculator):
             self.model.max_history = self.model.min_history if p["history"] is None else p["history"]
             if hasattr(self.model, "set_sampler"):
                 self.model.set_sampler(p["sampler"], p["sampler_steps"])
+            if isinstance(p["seed"], bool) or not isinstance(p["seed"], (int, np.integer)):
+                raise InvalidInput(f"seed must be an integer, got {p['seed']!r}")
             self.model.seed(int(p["seed"]))
-        except AseLdmError as err:
+        except (AseLdmError, TypeError, ValueError) as err:
             raise CalculatorMismatch(str(err)) from None
         stride = p["stride"]
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
@@ -114,7 +116,8 @@ class DensityCalculator(Calculator):
         self._observed = 0
         self._md_steps = 0
         self._model_steps = 0
-        self._last_state: tuple[bytes, bytes] | None = None
+        self._last_state: tuple[bytes, ...] | None = None
+        self._pending_sync: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- checks and synchronisation ------------------------------------------------------
     def grid_for(self, atoms: Atoms) -> tuple[int, int, int]:
@@ -138,15 +141,16 @@ class DensityCalculator(Calculator):
         ``atoms`` (default: the attached atoms) are those of ``n``; a model that needs PAW
         matrices in its history cannot be synchronised from densities alone.
         """
-        atoms = atoms if atoms is not None else self.atoms
-        if atoms is None:
-            raise CalculatorMismatch("synchronize needs the atoms of the densities: attach the calculator first "
-                                     "(atoms.calc = calc) or pass atoms=...")
         if self.model.predicts_D and self.model.max_history > 0:
             raise CalculatorMismatch("this model reads PAW matrices in its history; synchronise it by wrapping "
                                      "a GPAW calculator instead")
         n_prev, n = (np.asarray(x, np.float64) for x in (n_prev, n))
         n_prev, n = (x.sum(0) if x.ndim == 4 else x for x in (n_prev, n))  # spins summed
+        atoms = atoms if atoms is not None else self.atoms
+        if atoms is None:  # attached but not yet calculated: observed at the first calculation
+            self._pending_sync = (n_prev, n)
+            return
+        self._pending_sync = None
         self.model.reset()
         self._observed = 0
         for dens in (n_prev, n):
@@ -218,10 +222,17 @@ class DensityCalculator(Calculator):
             self._record(atoms)
 
     def _update_density(self, atoms: Atoms) -> None:
-        state = (atoms.positions.tobytes(), atoms.cell[:].tobytes())
+        state = (atoms.positions.tobytes(), atoms.cell[:].tobytes(), atoms.numbers.tobytes(), atoms.pbc.tobytes())
         moved = self._last_state is not None and state != self._last_state
         self._last_state = state
-        if self._observed < self.model.min_history and self.model.max_history > 0:
+        if self._pending_sync is not None:
+            self.synchronize(*self._pending_sync, atoms=atoms)
+            return
+        if self.model.max_history == 0:  # from the atoms alone: every new state gets its own density
+            if self._n_R is None or moved:
+                self._advance(atoms)
+            return
+        if self._observed < self.model.min_history:
             if not self._synchronize_from_gpaw(atoms):
                 raise CalculatorMismatch("the model has no history yet: call synchronize(n_prev, n) with two real "
                                          "densities, or wrap a GPAW calculator to synchronise from")

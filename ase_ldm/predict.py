@@ -81,6 +81,16 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
         if out.exists() and resume:
             with open_dataset(out) as done:
                 old = {k: done.attrs.get(k) for k in ("predicted_from", "model", "first_frame", "history")}
+                if old["history"] is None:  # written before the history was stored: the model's default
+                    old["history"] = mdl.max_history if history is None else None
+                for key in ("predicted_from", "model"):  # stored as given before paths were resolved
+                    if old[key] is not None and old[key] != attrs_new[key]:
+                        given = Path(str(old[key]))
+                        if (given / "model.json").is_file() or given.is_file():
+                            old[key] = str(given.resolve())
+                        elif key == "model":
+                            old[key] = str(model_dir(str(old[key])).resolve()) if str(old[key]) == str(model) \
+                                else old[key]
                 if old != {k: attrs_new[k] for k in old}:
                     diff = {k: (old[k], attrs_new[k]) for k in old if old[k] != attrs_new[k]}
                     raise DatasetError(f"{out} holds predictions made otherwise ({diff}); use another output or "

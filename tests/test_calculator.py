@@ -187,3 +187,20 @@ def test_calculator_parameters_are_json_and_todict_round_trips(trained_sync):
     d = calc.todict()
     assert json.loads(json.dumps(d))["model"] == str(trained_sync[0])
     assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density"]
+
+
+def test_synchronize_before_the_first_calculation_and_stride_with_an_atoms_only_model(trained, trained_sync,
+                                                                                       synthetic_long):
+    with open_dataset(synthetic_long) as ds:
+        n_prev, n = ds.nt(7), ds.nt(8)
+        atoms = ds.atoms(8)
+        later = ds.atoms(9)
+    calc = DensityCalculator(str(trained[0]))
+    calc.synchronize(n_prev, n)  # attached nowhere yet: observed at the first calculation
+    atoms.calc = calc
+    np.testing.assert_allclose(calc.get_property("pseudo_density", atoms), n[0], rtol=1e-6)
+    # an atoms-only model serves each new state its own density, whatever the stride
+    every = DensityCalculator(str(trained_sync[0]))
+    strided = DensityCalculator(str(trained_sync[0]), stride=2)
+    for a in (atoms, later):
+        np.testing.assert_allclose(strided.get_property("pseudo_density", a), every.get_property("pseudo_density", a))

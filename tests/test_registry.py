@@ -132,3 +132,37 @@ def test_model_json_that_is_not_an_object_or_describes_a_huge_network(trained, t
     _edit(bad, sync_config={**meta["sync_config"], "channels": "6"})
     with pytest.raises(CheckpointError, match="channels must be an integer"):
         load(bad, device="cpu")
+
+
+@pytest.mark.parametrize("family,changes,match", [
+    ("ldm", {"kind": ["ldm"]}, "unknown model kind"),
+    ("ldm", {"dV": "x"}, "invalid model description"),
+    ("ldm", {"timestep_fs": None}, "invalid model description"),
+    ("ldm", {"cell": "abc"}, "invalid model description"),
+    ("sync", {"grid_spacing": "abc"}, "invalid sync model description"),
+    ("sync", {"grid_spacing": [0.3, 0.3]}, "impossible model"),
+])
+def test_damaged_model_json_fields_are_checkpoint_errors(trained, trained_sync, tmp_path, family, changes, match):
+    run = tmp_path / "run"
+    shutil.copytree(trained[0] if family == "ldm" else trained_sync[0], run)
+    _edit(run, **changes)
+    with pytest.raises(CheckpointError, match=match):
+        load(run, device="cpu")
+
+
+def test_network_descriptions_that_cannot_be_built_are_checkpoint_errors(trained, trained_sync, tmp_path):
+    run = tmp_path / "ldm"
+    shutil.copytree(trained[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    cfg = meta["model_config"]
+    _edit(run, model_config={**cfg, "autoencoder": {**cfg["autoencoder"], "channels": []}})
+    with pytest.raises(CheckpointError):
+        load(run, device="cpu")
+    run = tmp_path / "sync"
+    shutil.copytree(trained_sync[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    _edit(run, sync_config={**meta["sync_config"], "history": 10**6})  # would allocate terabytes
+    with pytest.raises(CheckpointError, match="impossible model"):
+        load(run, device="cpu")
+    with pytest.raises(InvalidInput, match="symmetry_average"):
+        load(trained_sync[0], device="cpu", symmetry_averaging=2)

@@ -147,7 +147,7 @@ def build_model(run_dir: str | os.PathLike, meta: dict[str, Any], factory: Any) 
     try:
         with torch.device("meta"):
             probe = factory()
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (ArithmeticError, LookupError, TypeError, ValueError, RuntimeError, MemoryError) as err:
         raise CheckpointError(f"{run}/model.json describes no valid network ({err})") from None
     try:
         with safe_open(str(path), framework="pt") as fd:

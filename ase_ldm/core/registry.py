@@ -135,7 +135,7 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
 def family_of(meta: dict[str, Any]) -> str:
     """The family of a checkpoint (``kind`` in model.json; ``ldm`` when absent, as first written)."""
     kind = meta.get("kind", "ldm")
-    if kind not in FAMILIES:
+    if not isinstance(kind, str) or kind not in FAMILIES:
         raise CheckpointError(f"model.json: unknown model kind {kind!r}; this ase_ldm knows {sorted(FAMILIES)}")
     return kind
 

@@ -62,6 +62,8 @@ def open_run(run: Path, cfg_cls: type[T], cfg: T | None, resume: bool, data: str
             raise InvalidInput(f"{run}: the given config differs from the run's config.json; resume with the same "
                                "config (or none) or start a new run directory")
         old = doc.get("dataset")
+        if old is not None and not isinstance(old, dict):
+            raise CheckpointError(f"{run}/config.json: 'dataset' is not an object; start a new run directory")
         if old is not None and (old.get("name"), old.get("bytes")) != (ident["name"], ident["bytes"]):
             raise InvalidInput(f"{run} trains on {old.get('path')} ({old.get('bytes')} bytes), not on {ident['path']} "
                                f"({ident['bytes']} bytes); resume with the same data or start a new run directory")

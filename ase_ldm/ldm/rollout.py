@@ -60,8 +60,8 @@ def _check_fits(sur: DensitySurrogate, ds: DensityDataset, init: str | os.PathLi
         raise ModelMismatch(f"{init}: species differ from the model's training system")
     if np.abs(ds.cell(i) - sur.cell).max() > 1e-4:
         raise ModelMismatch(f"{init}: cell differs from the model's training cell")
-    if abs(ds.timestep_fs - sur.timestep_fs) > 1e-6:
-        raise ModelMismatch(f"{init}: frames every {ds.timestep_fs} fs, the model steps {sur.timestep_fs} fs")
+    if abs(ds.frame_interval_fs - sur.timestep_fs) > 1e-6:
+        raise ModelMismatch(f"{init}: frames every {ds.frame_interval_fs} fs, the model steps {sur.timestep_fs} fs")
 
 
 def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame: int, steps: int,

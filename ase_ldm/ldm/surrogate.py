@@ -22,7 +22,7 @@ import torch
 from ..core.checkpoint import build_model
 from ..core.config import from_dict
 from ..core.device import resolve_device
-from ..errors import CheckpointError, InvalidInput, ModelMismatch
+from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from .config import ModelConfig
 from .model import DensityLDM
 from .transforms import LogNormalTransform, renormalize
@@ -80,8 +80,17 @@ class DensitySurrogate:
             cfg = from_dict(ModelConfig, meta["model_config"])
             grid = tuple(int(n) for n in meta["grid"])
             transform = LogNormalTransform(**meta["transform"])
-        except (KeyError, TypeError, ValueError) as err:
+            cell = np.asarray(meta["cell"], dtype=float)
+            numbers = np.asarray(meta["numbers"], dtype=int)
+            ok = (len(grid) == 3 and min(grid) > 0 and cell.shape == (3, 3) and numbers.ndim == 1
+                  and float(meta["timestep_fs"]) > 0 and float(meta["dV"]) > 0)
+            ae, df = cfg.autoencoder, cfg.diffusion
+            ok = ok and 2 <= len(ae.channels) <= 8 and 0 < ae.blocks_per_level <= 16 and 0 < df.steps <= 100_000
+        except (KeyError, TypeError, ValueError, AseLdmError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid model description ({err})") from None
+        if not ok:
+            raise CheckpointError(f"{run}/model.json describes an impossible model (grid, cell, numbers, timestep, "
+                                  "dV or network size); the file is damaged")
         model = build_model(run, meta, lambda: DensityLDM(cfg, grid))
         return cls(model, transform, meta, resolve_device(device))
 

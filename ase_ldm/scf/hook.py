@@ -246,6 +246,9 @@ def _make_guided_class():
             converged = self._dft is not None and self.dft.results
             if converged:
                 self.provider.observe(old, nt_sR_from_gpaw(self), D_asii_from_gpaw(self))
+            elif self._dft is not None:  # the last step did not converge: the histories lose a step
+                self.provider.reset()
+                self.wfs_history.clear()
             t0 = time.perf_counter()
             guess = self.provider.predict(atoms)
             psit = None
@@ -301,15 +304,15 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
     """
     global _GUIDED
     check_supported(calc)
+    if wfs_extrapolation not in (-1, *(k for k in COEFFICIENTS if k > 0)):
+        raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of "
+                           f"{sorted(k for k in COEFFICIENTS if k > 0)}, got {wfs_extrapolation}")
     if _GUIDED is None:
         _GUIDED = _make_guided_class()
     if isinstance(provider, str):
         provider = make_provider(provider, calc)
     # Re-class the instance GPAW's factory built (its constructor wiring is internal to GPAW).
     calc.__class__ = _GUIDED
-    if wfs_extrapolation not in (-1, *COEFFICIENTS):
-        raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of {sorted(COEFFICIENTS)}, "
-                           f"got {wfs_extrapolation}")
     calc.provider = provider
     calc.guess_seconds = []
     calc.wfs_order = int(wfs_extrapolation)

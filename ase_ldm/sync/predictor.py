@@ -27,7 +27,7 @@ from ..core.checkpoint import build_model
 from ..core.config import from_dict
 from ..core.device import resolve_device
 from ..core.fourier import band_mask
-from ..errors import CheckpointError, InvalidInput, ModelMismatch
+from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from .config import SyncConfig
 from .net import SyncNet, pack_D, unpack_D
 from .prior import PriorEvaluator, RadialPrior
@@ -65,6 +65,8 @@ class SyncPredictor:
         self.max_history = model.history if max_history is None else max_history
         #: average the prediction over this many of the cell's symmetry operations (1: none);
         #: costs that many network passes (one batch)
+        if isinstance(symmetry_average, bool) or not isinstance(symmetry_average, (int, np.integer)):
+            raise InvalidInput(f"symmetry_average must be a positive integer, got {symmetry_average!r}")
         self.symmetry_average = int(symmetry_average)
         if self.symmetry_average < 1:
             raise InvalidInput(f"symmetry_average must be at least 1, got {symmetry_average}")
@@ -83,9 +85,15 @@ class SyncPredictor:
         return load(name_or_path, device, max_history=max_history, expect=cls, symmetry_average=symmetry_average)
 
     @classmethod
-    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto",
-                        symmetry_average: int = 1) -> SyncPredictor:
-        """The registry's loader: build the network described by ``meta`` and load its weights."""
+    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", **options: Any
+                        ) -> SyncPredictor:
+        """The registry's loader: build the network described by ``meta`` and load its weights.
+
+        ``options``: ``symmetry_average`` (see the class).
+        """
+        unknown = set(options) - {"symmetry_average"}
+        if unknown:
+            raise InvalidInput(f"the synchronised model takes the option symmetry_average, not {sorted(unknown)}")
         for key in ("sync_config", "prior", "ni", "grid_spacing"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
@@ -93,10 +101,18 @@ class SyncPredictor:
             prior = RadialPrior.from_dict(meta["prior"])
             cfg = from_dict(SyncConfig, meta["sync_config"])
             ni = int(meta["ni"])
-        except (KeyError, TypeError, ValueError) as err:
+            spacing = np.asarray(meta["grid_spacing"], dtype=float)
+            dt = meta.get("timestep_fs")
+            ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and 0 < ni <= 64
+                  and (dt is None or float(dt) > 0) and 0 < cfg.history <= 16 and 0 < len(cfg.dilations) <= 64
+                  and 0 < cfg.channels <= 4096 and 0 < cfg.d_hidden <= 65536)
+        except (KeyError, TypeError, ValueError, AseLdmError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
+        if not ok:
+            raise CheckpointError(f"{run}/model.json describes an impossible model (grid spacing, projectors, "
+                                  "timestep or network size); the file is damaged")
         model = build_model(run, meta, lambda: SyncNet(cfg, len(prior.numbers), ni))
-        return cls(model, prior, meta, resolve_device(device), None, symmetry_average)
+        return cls(model, prior, meta, resolve_device(device), None, options.get("symmetry_average", 1))
 
     # -- the registry's protocol (:class:`ase_ldm.core.registry.DensityModel`) ---------------
     #: the atoms alone suffice (a cold start)

@@ -63,6 +63,12 @@ def test_cli_errors_are_clear_and_keep_files(tmp_path, recorded_copy, capsys):
     assert main(["export-cube", str(recorded_copy), "-o", str(recorded_copy)]) == 2
     assert "exists" in capsys.readouterr().err
     assert file_digest(recorded_copy) == before or len(open_dataset(recorded_copy)) == 4
+    # an unknown SCF guess is refused before any MD, and nothing is written
+    for guess, match in (("bogus", "unknown provider 'bogus'"), ("auto:no-such-model", "unknown provider"),
+                         ("sad-extrapolate+wfs7", "must be 1 or 2")):
+        assert main([*RECORD, "--steps", "1", "--guess", guess, "-o", str(tmp_path / "g.h5")]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "g.h5").exists()
 
 
 @pytest.mark.slow

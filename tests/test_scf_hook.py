@@ -182,7 +182,7 @@ def test_wave_function_extrapolation_aligns_rotated_bands():
 @pytest.mark.parametrize("spec", ["gpaw+wfs1", "extrapolate-quadratic+wfs2"])
 def test_wave_function_extrapolation_keeps_gpaw_answer(reference_md, spec):
     from ase_ldm.errors import InvalidInput
-    from ase_ldm.scf.bench import parse_spec
+    from ase_ldm.scf.hook import parse_spec
 
     name, order = parse_spec(spec)
     run = md_run(name, wfs_extrapolation=order)
@@ -195,3 +195,29 @@ def test_wave_function_extrapolation_keeps_gpaw_answer(reference_md, spec):
         with pytest.raises(InvalidInput, match="wfs_extrapolation must be"):
             guided_gpaw(calc, "gpaw", wfs_extrapolation=bad)
         assert type(calc).__name__ != "_Guided" and not hasattr(calc, "provider")  # left as it was
+
+
+def test_auto_provider_serves_the_candidate_closest_so_far():
+    from ase.build import bulk
+
+    from ase_ldm.scf.providers import AutoProvider, Extrapolate, Previous
+
+    atoms = bulk("Li", "bcc", a=3.5, cubic=True)
+    auto = AutoProvider([Previous(), Extrapolate(1)])  # prefers 'previous' while nothing is scored
+    base, slope = np.full((1, 4, 4, 4), 0.05), np.linspace(0, 1e-3, 64).reshape(1, 4, 4, 4)
+    D = [np.eye(5)[None] for _ in atoms]
+    for t in range(5):  # a density changing linearly in time: linear extrapolation is exact
+        guess = auto.predict(atoms)
+        nt = base + t * slope
+        if t >= 3:
+            np.testing.assert_allclose(guess[0], nt)  # the linear candidate is served once it scored better
+        auto.observe(atoms, nt, D)
+    # step 1: both guess the previous density (one step of history), a tie kept in order of preference
+    assert auto.served == [None, "previous", "previous", "extrapolate-linear", "extrapolate-linear"]
+    assert auto.scores["extrapolate-linear"] < 0.5 * auto.scores["previous"]  # running averages
+
+
+def test_auto_provider_keeps_gpaw_answer(reference_md):
+    run = md_run("auto")
+    np.testing.assert_allclose(run["E"], reference_md["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(reference_md["F"]), atol=2e-3)

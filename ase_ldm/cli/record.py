@@ -60,6 +60,11 @@ class CLICommand:
                        help="real-space grid (default: GPAW's choice for --ecut); keep a model's grid spacing")
         p.add_argument("--seed", type=int, help="random seed (velocities, Langevin noise; default 0)")
         p.add_argument("--gpaw-txt", help="GPAW log file (default: none); continued with --append")
+        p.add_argument("--guess", default="auto",
+                       help="SCF initial guess of each MD step: a provider as in scf-bench (gpaw, "
+                            "sad-extrapolate, auto, auto:MODEL, a model; NAME+wfsK also extrapolates the "
+                            "wave functions). Default auto: the physics guess closest so far. The recorded "
+                            "densities are GPAW's converged ones whatever the guess")
         g = p.add_mutually_exclusive_group()
         g.add_argument("--append", action="store_true",
                        help="continue an existing output from its last frame, with its stored settings")
@@ -126,6 +131,6 @@ class CLICommand:
             # named refusals (settings, structure) before run_aimd repeats the check
             check_append(out, settings, atoms, structure=args.structure)
         n = run_aimd(atoms, out, settings, append=args.append, overwrite=args.force,
-                     gpaw_txt=args.gpaw_txt, progress=not args.no_progress)
+                     gpaw_txt=args.gpaw_txt, progress=not args.no_progress, guess=args.guess)
         print(f"{args.output}: {n} frames")
         return 0

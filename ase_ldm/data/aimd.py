@@ -168,6 +168,7 @@ def run_aimd(
     overwrite: bool = False,
     gpaw_txt: str | os.PathLike | None = None,
     progress: bool = True,
+    guess: str = "auto",
 ) -> int:
     """Run GPAW MD and record every ``settings.interval``-th step into ``out``.
 
@@ -179,6 +180,10 @@ def run_aimd(
     difference raises instead of being ignored. A GPAW log
     (``gpaw_txt``, a path or ``'-'`` for stdout) is continued when appending, never replaced
     unless ``overwrite``.
+
+    ``guess`` starts each MD step's SCF (:func:`ase_ldm.scf.hook.parse_spec`: a provider name,
+    optionally ``+wfsK``; ``gpaw`` for GPAW's own). It changes where the SCF starts, not the
+    converged densities that are recorded.
 
     Returns
     -------
@@ -192,8 +197,14 @@ def run_aimd(
     InvalidInput
         Appending with settings or a starting structure other than the file's.
     """
+    from ..scf.hook import guided_gpaw, parse_spec
+    from ..scf.providers import check_provider_name, make_provider
     from .continuation import check_append, check_outputs
 
+    guess_name, wfs_order = parse_spec(guess)
+    check_provider_name(guess_name)
+    if wfs_order not in (-1, 1, 2):
+        raise InvalidInput(f"{guess!r}: the wave-function extrapolation order K of NAME+wfsK must be 1 or 2")
     check_outputs(out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
     stored = check_append(out, settings, atoms) if append and Path(out).exists() else None
     if atoms is None and (stored is None or stored.frames == 0):
@@ -215,7 +226,8 @@ def run_aimd(
             raise InvalidInput("no starting structure: give atoms, or append to an existing file with frames")
         else:
             atoms = atoms.copy()
-        atoms.calc = make_gpaw(settings, txt=gpaw_txt if log_file is None else log_file)
+        calc = make_gpaw(settings, txt=gpaw_txt if log_file is None else log_file)
+        atoms.calc = guided_gpaw(calc, make_provider(guess_name, calc), wfs_extrapolation=wfs_order)
         # A resumed run draws fresh Langevin noise: seed offset by the frames already written.
         seed = settings.seed + len(writer)
 

@@ -19,21 +19,9 @@ from ase.md.verlet import VelocityVerlet
 
 from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
-from ..errors import DatasetError, InvalidInput
+from ..errors import DatasetError
 
 __all__ = ["run_provider", "scf_bench"]
-
-
-def parse_spec(spec: str) -> tuple[str, int]:
-    """``NAME`` or ``NAME+wfsK``: a provider and the order of the wave-function extrapolation
-    (-1: GPAW's own move of the wave functions; see :func:`ase_ldm.scf.hook.extrapolate_wave_functions`)."""
-    name, sep, order = spec.rpartition("+wfs")
-    if not sep:
-        return spec, -1
-    try:
-        return name, int(order)
-    except ValueError:
-        raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
 
 
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
@@ -41,10 +29,10 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
     """One guided NVE run; per-step iterations, seconds, energies and forces.
 
     ``provider`` is a provider name, optionally with ``+wfsK``: the wave functions are then
-    extrapolated in time with order K (:func:`parse_spec`).
+    extrapolated in time with order K (:func:`ase_ldm.scf.hook.parse_spec`).
     """
     from ..data.gpaw_io import calculator_from_provenance
-    from .hook import guided_gpaw
+    from .hook import guided_gpaw, parse_spec
     from .providers import make_provider
 
     with open_dataset(data) as ds:
@@ -76,7 +64,8 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
     dyn.attach(observe, interval=1)
     last[0] = time.perf_counter()
     dyn.run(steps)
-    return {"provider": provider, "cold_start": cold, **rec, "guess_seconds": calc.guess_seconds}
+    return {"provider": provider, "cold_start": cold, **rec, "guess_seconds": calc.guess_seconds,
+            "served": getattr(calc.provider, "served", None)}
 
 
 def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[str], *, device: str = "cpu",
@@ -107,6 +96,8 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
             "max_energy_diff_eV": float(dE.max()) if dE.size else 0.0,
             "max_force_diff_eV_A": float(dF.max()) if dF.size else 0.0,
         }
+        if r.get("served") is not None:  # which candidate an auto provider served, step by step
+            out["providers"][name]["served"] = r["served"]
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(out, indent=1))
     return out

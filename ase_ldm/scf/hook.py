@@ -284,6 +284,18 @@ def _make_guided_class():
 _GUIDED = None
 
 
+def parse_spec(spec: str) -> tuple[str, int]:
+    """``NAME`` or ``NAME+wfsK``: a provider and the order of the wave-function extrapolation
+    (-1: GPAW's own move of the wave functions; see :func:`ase_ldm.scf.hook.extrapolate_wave_functions`)."""
+    name, sep, order = spec.rpartition("+wfs")
+    if not sep:
+        return spec, -1
+    try:
+        return name, int(order)
+    except ValueError:
+        raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
+
+
 def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, **gpaw_kwargs: Any) -> Any:
     """A GPAW calculator (``gpaw.GPAW(**gpaw_kwargs)``) guided by ``provider`` in MD.
 

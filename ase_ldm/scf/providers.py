@@ -14,6 +14,9 @@ new atomic positions before the next SCF. Returning ``None`` keeps GPAW's own gu
                          (follows the atoms); D extrapolated quadratically
 a model name or run dir  a trained model of any family (:class:`ModelProvider`, e.g.
                          ``li16-800K-sync``), loaded by :func:`ase_ldm.core.registry.load`
+``auto``, ``auto:MODEL`` :class:`AutoProvider`: every step, the candidate (``sad-extrapolate``,
+                         ``extrapolate-quadratic``, and MODEL when named) whose guesses have
+                         been closest to the converged densities so far
 =======================  =================================================================
 
 A provider with ``cold_start = True`` also guesses the first SCF of a calculation (no history),
@@ -35,12 +38,12 @@ from ..core.extrapolation import COEFFICIENTS, ORDER_NAMES, extrapolate
 from ..errors import CheckpointError, InvalidInput, UnsupportedSetup
 
 __all__ = ["UnsupportedSetup", "DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate",
-           "ModelProvider", "make_provider", "PROVIDER_NAMES", "Guess"]
+           "ModelProvider", "AutoProvider", "check_provider_name", "make_provider", "PROVIDER_NAMES", "Guess"]
 
 Guess = tuple[np.ndarray, list[np.ndarray]]
 
 
-PROVIDER_NAMES = ("gpaw", "previous", "extrapolate-linear", "extrapolate-quadratic", "sad-extrapolate")
+PROVIDER_NAMES = ("gpaw", "previous", "extrapolate-linear", "extrapolate-quadratic", "sad-extrapolate", "auto")
 
 
 class DensityProvider(Protocol):
@@ -199,6 +202,86 @@ class ModelProvider:
         self._observed = 0
 
 
+class AutoProvider:
+    """Serve the guess of whichever candidate has been closest to the converged densities.
+
+    Every step each candidate guesses (so each can be scored), and the guess of the one with the
+    best running score is served. The score is an exponential moving average (weight ``decay``
+    on the past) of the relative L1 distance between a candidate's guess and the converged
+    density GPAW then found: it costs the L1 of two arrays per candidate and step. A candidate
+    that cannot guess yet (too little history) is passed over. On frames outside a model's
+    experience the physics candidates therefore take over, and a run is not slower (in
+    iterations) than the best of them. Cold starts are left to GPAW.
+
+    Parameters
+    ----------
+    candidates : list of providers
+        In order of preference while no scores exist.
+    decay : float
+        Weight of the past in the running score (0: the last step only).
+    """
+
+    cold_start = False
+
+    def __init__(self, candidates: list[DensityProvider], decay: float = 0.5) -> None:
+        if not candidates:
+            raise InvalidInput("the auto provider needs at least one candidate")
+        if not 0 <= decay < 1:
+            raise InvalidInput(f"decay must be in [0, 1), got {decay}")
+        self.candidates = list(candidates)
+        self.name = "auto(" + ", ".join(c.name for c in self.candidates) + ")"
+        self.decay = decay
+        self.scores: dict[str, float] = {}
+        #: the candidate served at each step (its name), for reports
+        self.served: list[str | None] = []
+        self._pending: dict[str, np.ndarray] = {}  # each candidate's last guess of nt
+
+    def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
+        nt = np.asarray(nt_sR, np.float64)
+        norm = float(np.abs(nt).sum())
+        for c in self.candidates:
+            guess = self._pending.get(c.name)
+            if guess is not None and guess.shape == nt.shape and norm > 0:
+                err = float(np.abs(guess - nt).sum()) / norm
+                old = self.scores.get(c.name)
+                self.scores[c.name] = err if old is None else self.decay * old + (1 - self.decay) * err
+            c.observe(atoms, nt_sR, D_asii)
+        self._pending.clear()
+
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
+        guesses = {}
+        for c in self.candidates:
+            g = c.predict(atoms, grid) if isinstance(c, ModelProvider) else c.predict(atoms)
+            if g is not None:
+                guesses[c.name] = g
+                self._pending[c.name] = np.asarray(g[0], np.float64)
+        if not guesses:
+            self.served.append(None)
+            return None
+        order = {c.name: i for i, c in enumerate(self.candidates)}
+        best = min(guesses, key=lambda n: (self.scores.get(n, np.inf), order[n]))
+        self.served.append(best)
+        return guesses[best]
+
+    def reset(self) -> None:
+        for c in self.candidates:
+            c.reset()
+        self._pending.clear()
+
+
+def check_provider_name(name: str) -> None:
+    """Refuse (InvalidInput) a name that is neither a provider nor a model, before any work."""
+    from ..core.registry import model_dir
+
+    model = name.partition(":")[2] if name.startswith("auto:") else (None if name in PROVIDER_NAMES else name)
+    if model:
+        try:
+            model_dir(model)
+        except CheckpointError as err:
+            raise InvalidInput(f"unknown provider {name!r}: not one of {', '.join(PROVIDER_NAMES)}, auto:MODEL, "
+                               f"or a model ({err})") from None
+
+
 def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityProvider:
     """A provider by its command-line name; ``sad-extrapolate`` needs the GPAW calculator."""
     if name == "gpaw":
@@ -209,6 +292,10 @@ def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityPr
         return Extrapolate(1)
     if name == "extrapolate-quadratic":
         return Extrapolate(2)
+    if name == "auto" or name.startswith("auto:"):
+        model = name.partition(":")[2]
+        physics = [make_provider("sad-extrapolate", calc), Extrapolate(2)]
+        return AutoProvider(([make_provider(model, calc, device)] if model else []) + physics)
     if name == "sad-extrapolate":
         if calc is None:
             raise InvalidInput("the sad-extrapolate provider needs the GPAW calculator (for its setups and grid)")

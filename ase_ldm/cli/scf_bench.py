@@ -34,8 +34,10 @@ class CLICommand:
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
                         device=args.device, json_out=args.json)
-        print(f"{'provider':<26}{'iter/step':>10}{'s/step':>9}{'cold':>6}{'max dE (eV)':>13}{'max dF (eV/A)':>15}")
+        print(f"{'provider':<30}{'iter/step':>10}{'s/step':>9}{'guess':>7}{'cold':>6}{'max dE (eV)':>13}"
+              f"{'max dF (eV/A)':>15}")
         for name, r in out["providers"].items():
-            print(f"{name:<26}{r['iterations_per_step']:>10.2f}{r['seconds_per_step']:>9.3f}"
-                  f"{r['cold_start_iterations']:>6d}{r['max_energy_diff_eV']:>13.2e}{r['max_force_diff_eV_A']:>15.2e}")
+            print(f"{name:<30}{r['iterations_per_step']:>10.2f}{r['seconds_per_step']:>9.3f}"
+                  f"{100 * r['guess_share']:>6.0f}%{r['cold_start_iterations']:>6d}"
+                  f"{r['max_energy_diff_eV']:>13.2e}{r['max_force_diff_eV_A']:>15.2e}")
         return 0

@@ -92,6 +92,9 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
             "seconds_per_step": float(np.mean(r["seconds"])),
             "seconds": [round(s, 4) for s in r["seconds"]],
             "guess_seconds_per_step": float(np.mean(r["guess_seconds"])) if r["guess_seconds"] else 0.0,
+            # the guess's share of the step (the cold start's guess excluded)
+            "guess_share": (float(np.sum(r["guess_seconds"][-len(r["seconds"]):]) / np.sum(r["seconds"]))
+                            if r["seconds"] and r["guess_seconds"] else 0.0),
             "cold_start_iterations": r["cold_start"]["iterations"],
             "max_energy_diff_eV": float(dE.max()) if dE.size else 0.0,
             "max_force_diff_eV_A": float(dF.max()) if dF.size else 0.0,

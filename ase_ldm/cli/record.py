@@ -60,10 +60,11 @@ class CLICommand:
                        help="real-space grid (default: GPAW's choice for --ecut); keep a model's grid spacing")
         p.add_argument("--seed", type=int, help="random seed (velocities, Langevin noise; default 0)")
         p.add_argument("--gpaw-txt", help="GPAW log file (default: none); continued with --append")
-        p.add_argument("--guess", default="auto",
+        p.add_argument("--guess", default="auto+wfs2",
                        help="SCF initial guess of each MD step: a provider as in scf-bench (gpaw, "
                             "sad-extrapolate, auto, auto:MODEL, a model; NAME+wfsK also extrapolates the "
-                            "wave functions). Default auto: the physics guess closest so far. The recorded "
+                            "wave functions). Default auto+wfs2: the physics guess closest so far, with the wave "
+                            "functions extrapolated quadratically (BENCHMARKS.md: the fastest guess). The recorded "
                             "densities are GPAW's converged ones whatever the guess")
         g = p.add_mutually_exclusive_group()
         g.add_argument("--append", action="store_true",

@@ -168,7 +168,7 @@ def run_aimd(
     overwrite: bool = False,
     gpaw_txt: str | os.PathLike | None = None,
     progress: bool = True,
-    guess: str = "auto",
+    guess: str = "auto+wfs2",
 ) -> int:
     """Run GPAW MD and record every ``settings.interval``-th step into ``out``.
 

@@ -14,7 +14,7 @@ from ase.md.verlet import VelocityVerlet  # noqa: E402
 from conftest import li2  # noqa: E402
 
 from ase_ldm.data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw  # noqa: E402
-from ase_ldm.errors import UnsupportedSetup  # noqa: E402
+from ase_ldm.errors import InvalidInput, UnsupportedSetup  # noqa: E402
 from ase_ldm.scf.hook import GuidedGPAW, guided_gpaw, start_from_density  # noqa: E402
 from ase_ldm.scf.providers import Extrapolate, make_provider  # noqa: E402
 
@@ -70,6 +70,14 @@ def test_fresh_start_from_a_supplied_density(gpaw_li2):
         iterations[label] = calc.get_number_of_iterations()
     assert iterations["exact"] <= cold
     assert iterations["exact"] < iterations["uniform"]
+    # wave functions first: eigensolver steps in the guessed potential before the SCF mixes densities
+    atoms = gpaw_li2.copy()
+    calc = GPAW(**GPAW_KW, symmetry="off")
+    assert start_from_density(calc, atoms, nt, D, fixed_density_steps=3) == 3
+    assert atoms.get_potential_energy() == pytest.approx(gpaw_li2.get_potential_energy(), abs=1e-4)
+    assert calc.get_number_of_iterations() < iterations["exact"]  # the SCF itself needs fewer
+    with pytest.raises(InvalidInput, match="fixed_density_steps"):
+        start_from_density(GPAW(**GPAW_KW, symmetry="off"), gpaw_li2.copy(), nt, D, fixed_density_steps=-1)
 
 
 @pytest.mark.parametrize("setup,match", [

@@ -199,7 +199,7 @@ def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], ns
 
 
 def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray], *,
-                       builder: Any = None) -> None:
+                       builder: Any = None, fixed_density_steps: int = 0) -> int:
     """Initialise ``calc`` for ``atoms`` with its first SCF starting from (nt_sR, D_asii).
 
     The calculation components are built as GPAW builds them for a cold start
@@ -207,6 +207,12 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
     the potential and the initial LCAO wave functions are computed from it. Call before
     ``atoms.get_potential_energy()``; ``atoms.calc`` is set to ``calc``. ``builder`` is GPAW's
     component builder for these atoms when the caller has made one already.
+
+    ``fixed_density_steps`` eigensolver iterations then run in the guessed potential with the
+    density held fixed, before the SCF (which GPAW counts) starts. The LCAO wave functions are
+    far from converged; without these steps their first output densities are mixed into the
+    guess and undo much of it (BENCHMARKS.md, cold start: from the exact density, 12-14 SCF
+    iterations without them, 6-7 in all with 3-4). Returns the steps run.
     """
     from gpaw.new.calculation import DFT
 
@@ -228,6 +234,18 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
                                     params, energies, converge=False)
     calc._atoms = atoms.copy()
     atoms.calc = calc
+    if isinstance(fixed_density_steps, bool) or not isinstance(fixed_density_steps, int) or fixed_density_steps < 0:
+        raise InvalidInput(f"fixed_density_steps must be a non-negative integer, got {fixed_density_steps!r}")
+    if fixed_density_steps:
+        dft = calc._dft
+        dft.scf_loop.update_density_and_potential = False
+        try:
+            for step, _ in enumerate(dft.iconverge(), start=1):
+                if step >= fixed_density_steps:
+                    break
+        finally:
+            dft.scf_loop.update_density_and_potential = True
+    return fixed_density_steps
 
 
 def _make_guided_class():
@@ -273,7 +291,8 @@ def _make_guided_class():
                 builder = self.params.dft_component_builder(atoms, log=self.log, comm=self.log.comm)
                 guess = self.provider.predict(atoms, grid=tuple(int(n) for n in builder.grid.size))
                 if guess is not None:
-                    start_from_density(self, atoms, *guess, builder=builder)
+                    start_from_density(self, atoms, *guess, builder=builder,
+                                       fixed_density_steps=self.cold_fixed_steps)
                     self.guess_seconds.append(time.perf_counter() - t0)
                     return
             super().create_new_calculation(atoms)
@@ -296,7 +315,8 @@ def parse_spec(spec: str) -> tuple[str, int]:
         raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
 
 
-def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, **gpaw_kwargs: Any) -> Any:
+def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, cold_fixed_steps: int = 0,
+               **gpaw_kwargs: Any) -> Any:
     """A GPAW calculator (``gpaw.GPAW(**gpaw_kwargs)``) guided by ``provider`` in MD.
 
     ``provider`` is a :class:`~ase_ldm.scf.providers.DensityProvider` or its command-line name
@@ -306,10 +326,12 @@ def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, 
     from gpaw import GPAW
 
     gpaw_kwargs.setdefault("symmetry", "off")
-    return guided_gpaw(GPAW(**gpaw_kwargs), provider, wfs_extrapolation=wfs_extrapolation)
+    return guided_gpaw(GPAW(**gpaw_kwargs), provider, wfs_extrapolation=wfs_extrapolation,
+                       cold_fixed_steps=cold_fixed_steps)
 
 
-def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation: int = -1) -> Any:
+def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation: int = -1,
+                cold_fixed_steps: int = 0) -> Any:
     """Turn an existing (not yet used, or used) new-code GPAW calculator into a guided one.
 
     The calculator keeps all its settings and state; only ``move_atoms`` gains the hook.
@@ -328,5 +350,6 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
     calc.provider = provider
     calc.guess_seconds = []
     calc.wfs_order = int(wfs_extrapolation)
+    calc.cold_fixed_steps = int(cold_fixed_steps)
     calc.wfs_history = deque(maxlen=max(wfs_extrapolation, 0) + 1)
     return calc

@@ -229,3 +229,36 @@ def test_auto_provider_keeps_gpaw_answer(reference_md):
     run = md_run("auto")
     np.testing.assert_allclose(run["E"], reference_md["E"], atol=1e-4)
     np.testing.assert_allclose(np.array(run["F"]), np.array(reference_md["F"]), atol=2e-3)
+
+
+def test_auto_provider_drops_a_failing_candidate_and_never_serves_a_broken_guess():
+    from ase.build import bulk
+
+    from ase_ldm.scf.providers import AutoProvider, Extrapolate, Previous, check_provider_name
+
+    class Broken(Extrapolate):  # a real provider whose guesses are NaN
+        def predict(self, atoms):
+            g = super().predict(atoms)
+            return None if g is None else (np.full_like(g[0], np.nan), g[1])
+
+    class Refusing(Previous().__class__):
+        name = "refusing"
+
+        def observe(self, atoms, nt_sR, D_asii):
+            raise UnsupportedSetup("a spin-polarised run")
+
+    atoms = bulk("Li", "bcc", a=3.5, cubic=True)
+    broken = Broken(1)
+    broken.name = "broken"
+    refusing = Refusing(0)
+    refusing.name = "refusing"
+    auto = AutoProvider([broken, refusing, Previous()])
+    D = [np.eye(5)[None] for _ in atoms]
+    for t in range(3):
+        auto.predict(atoms)
+        auto.observe(atoms, np.full((1, 4, 4, 4), 0.05 + 1e-3 * t), D)
+    assert [c.name for c in auto.candidates] == ["broken", "previous"]
+    assert "broken" not in auto.served
+    for bad in ("", "auto:", "auto:previous", "auto:auto"):
+        with pytest.raises(InvalidInput):
+            check_provider_name(bad)

@@ -3,7 +3,9 @@
 Every provider runs the same NVE MD (velocity Verlet) from the same dataset frame (positions
 and velocities) with the dataset's GPAW settings, and GPAW's own run (provider ``gpaw``) is
 the reference for the energy and force differences. Step 0 (the cold start) is reported
-apart; the per-step numbers are for the N MD steps after it.
+apart; the per-step numbers are for the N MD steps after it. ``guess_seconds`` times the
+provider's prediction before each move (its ``observe`` of the finished step is not included;
+the seconds per step include everything).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ase.md.verlet import VelocityVerlet
 
 from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
-from ..errors import DatasetError
+from ..errors import DatasetError, InvalidInput
 
 __all__ = ["run_provider", "scf_bench"]
 
@@ -71,6 +73,14 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
 def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[str], *, device: str = "cpu",
               json_out: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every provider (GPAW's own first, as the reference) and summarise."""
+    from .hook import parse_spec
+    from .providers import check_provider_name
+
+    for spec in providers:  # every name checked before minutes of GPAW work
+        name, order = parse_spec(spec)
+        check_provider_name(name)
+        if order not in (-1, 1, 2):
+            raise InvalidInput(f"{spec!r}: the wave-function extrapolation order K of NAME+wfsK must be 1 or 2")
     names = ["gpaw"] + [p for p in providers if p != "gpaw"]
     runs = {}
     it = names

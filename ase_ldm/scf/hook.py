@@ -150,6 +150,8 @@ def _move_with_density(dft: Any, atoms: Atoms, guess: tuple[np.ndarray, list[np.
     from gpaw.utilities import check_atoms_too_close
 
     check_atoms_too_close(atoms)
+    mm_av = dft.results.get("non_collinear_magmoms")
+    dft.results = {}  # moving: the old results no longer describe the state, whatever happens next
     dft.atoms = atoms
     dft.relpos_ac = np.ascontiguousarray(atoms.get_scaled_positions())
     dft.comm.broadcast(dft.relpos_ac, 0)
@@ -170,11 +172,9 @@ def _move_with_density(dft: Any, atoms: Atoms, guess: tuple[np.ndarray, list[np.
         dft.potential, dft.energies, _ = dft.pot_calc.calculate(dft.density, dft.ibzwfs, dft.potential.vHt_x)
     else:
         inject_density(dft, *guess)  # in place of density.update(ibzwfs); computes the potential
-    mm_av = dft.results.get("non_collinear_magmoms")
     if mm_av is None:
         _, mm_av = dft.density.calculate_magnetic_moments()
     write_atoms(atoms, mm_av, dft.density.nt_sR.desc, dft.log)
-    dft.results = {}
     dft.forces_have_been_printed = False
 
 
@@ -216,6 +216,7 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
     """
     from gpaw.new.calculation import DFT
 
+    _check_steps("fixed_density_steps", fixed_density_steps)
     check_supported(calc)
     params, log = calc.params, calc.log
     if builder is None:
@@ -234,18 +235,22 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
                                     params, energies, converge=False)
     calc._atoms = atoms.copy()
     atoms.calc = calc
-    if isinstance(fixed_density_steps, bool) or not isinstance(fixed_density_steps, int) or fixed_density_steps < 0:
-        raise InvalidInput(f"fixed_density_steps must be a non-negative integer, got {fixed_density_steps!r}")
+    steps = 0
     if fixed_density_steps:
         dft = calc._dft
         dft.scf_loop.update_density_and_potential = False
         try:
-            for step, _ in enumerate(dft.iconverge(), start=1):
-                if step >= fixed_density_steps:
+            for steps, _ in enumerate(dft.iconverge(), start=1):
+                if steps >= fixed_density_steps:
                     break
         finally:
             dft.scf_loop.update_density_and_potential = True
-    return fixed_density_steps
+    return steps
+
+
+def _check_steps(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50:
+        raise InvalidInput(f"{name} must be an integer from 0 to 50, got {value!r}")
 
 
 def _make_guided_class():
@@ -321,7 +326,10 @@ def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, 
 
     ``provider`` is a :class:`~ase_ldm.scf.providers.DensityProvider` or its command-line name
     (``gpaw``, ``previous``, ``extrapolate-linear``, ``extrapolate-quadratic``,
-    ``sad-extrapolate``, a model run directory or pretrained name).
+    ``sad-extrapolate``, ``auto``, ``auto:MODEL``, a model run directory or pretrained name).
+    ``wfs_extrapolation`` (1 or 2; -1: GPAW's own move) extrapolates the wave functions in time;
+    ``cold_fixed_steps`` runs that many fixed-density eigensolver steps after a provider's cold
+    start (:func:`start_from_density`).
     """
     from gpaw import GPAW
 
@@ -338,6 +346,7 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
     """
     global _GUIDED
     check_supported(calc)
+    _check_steps("cold_fixed_steps", cold_fixed_steps)
     if wfs_extrapolation not in (-1, *(k for k in COEFFICIENTS if k > 0)):
         raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of "
                            f"{sorted(k for k in COEFFICIENTS if k > 0)}, got {wfs_extrapolation}")

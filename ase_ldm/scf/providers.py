@@ -28,6 +28,7 @@ of (S, ni, ni) arrays. Until enough history exists, extrapolations fall back to 
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any, Protocol
 
@@ -35,12 +36,14 @@ import numpy as np
 from ase import Atoms
 
 from ..core.extrapolation import COEFFICIENTS, ORDER_NAMES, extrapolate
-from ..errors import CheckpointError, InvalidInput, UnsupportedSetup
+from ..errors import AseLdmError, CheckpointError, InvalidInput, UnsupportedSetup
 
 __all__ = ["UnsupportedSetup", "DensityProvider", "GPAWDefault", "Previous", "Extrapolate", "SADExtrapolate",
            "ModelProvider", "AutoProvider", "check_provider_name", "make_provider", "PROVIDER_NAMES", "Guess"]
 
 Guess = tuple[np.ndarray, list[np.ndarray]]
+
+log = logging.getLogger(__name__)
 
 
 PROVIDER_NAMES = ("gpaw", "previous", "extrapolate-linear", "extrapolate-quadratic", "sad-extrapolate", "auto")
@@ -226,6 +229,8 @@ class AutoProvider:
     def __init__(self, candidates: list[DensityProvider], decay: float = 0.5) -> None:
         if not candidates:
             raise InvalidInput("the auto provider needs at least one candidate")
+        if len({c.name for c in candidates}) != len(candidates):
+            raise InvalidInput(f"the auto provider's candidates must differ: {[c.name for c in candidates]}")
         if not 0 <= decay < 1:
             raise InvalidInput(f"decay must be in [0, 1), got {decay}")
         self.candidates = list(candidates)
@@ -236,23 +241,39 @@ class AutoProvider:
         self.served: list[str | None] = []
         self._pending: dict[str, np.ndarray] = {}  # each candidate's last guess of nt
 
+    def _drop(self, c: DensityProvider, err: AseLdmError) -> None:
+        """A candidate that cannot serve this run (another grid spacing, spin, ...) leaves it."""
+        log.warning("auto: %s dropped as a candidate (%s: %s)", c.name, type(err).__name__, err)
+        self.candidates.remove(c)
+        self._pending.pop(c.name, None)
+        self.scores.pop(c.name, None)
+
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         nt = np.asarray(nt_sR, np.float64)
         norm = float(np.abs(nt).sum())
-        for c in self.candidates:
+        for c in list(self.candidates):
             guess = self._pending.get(c.name)
             if guess is not None and guess.shape == nt.shape and norm > 0:
                 err = float(np.abs(guess - nt).sum()) / norm
+                if not np.isfinite(err):
+                    err = np.inf  # a broken guess must never look best
                 old = self.scores.get(c.name)
                 self.scores[c.name] = err if old is None else self.decay * old + (1 - self.decay) * err
-            c.observe(atoms, nt_sR, D_asii)
+            try:
+                c.observe(atoms, nt_sR, D_asii)
+            except AseLdmError as e:
+                self._drop(c, e)
         self._pending.clear()
 
     def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
         guesses = {}
-        for c in self.candidates:
-            g = c.predict(atoms, grid) if isinstance(c, ModelProvider) else c.predict(atoms)
-            if g is not None:
+        for c in list(self.candidates):
+            try:
+                g = c.predict(atoms, grid) if isinstance(c, ModelProvider) else c.predict(atoms)
+            except AseLdmError as e:
+                self._drop(c, e)
+                continue
+            if g is not None and np.all(np.isfinite(g[0])):
                 guesses[c.name] = g
                 self._pending[c.name] = np.asarray(g[0], np.float64)
         if not guesses:
@@ -271,12 +292,18 @@ class AutoProvider:
 
 def check_provider_name(name: str) -> None:
     """Refuse (InvalidInput) a name that is neither a provider nor a model, before any work."""
+    from ..core.checkpoint import read_meta
     from ..core.registry import model_dir
 
+    if not name:
+        raise InvalidInput(f"no provider name given; use one of {', '.join(PROVIDER_NAMES)}, auto:MODEL or a model")
     model = name.partition(":")[2] if name.startswith("auto:") else (None if name in PROVIDER_NAMES else name)
+    if name.startswith("auto:") and (not model or model in PROVIDER_NAMES or model.startswith("auto")):
+        raise InvalidInput(f"{name!r}: auto:MODEL takes a trained model (pretrained name or run directory); the "
+                           "physics candidates are always included")
     if model:
         try:
-            model_dir(model)
+            read_meta(model_dir(model))
         except CheckpointError as err:
             raise InvalidInput(f"unknown provider {name!r}: not one of {', '.join(PROVIDER_NAMES)}, auto:MODEL, "
                                f"or a model ({err})") from None
@@ -293,6 +320,7 @@ def make_provider(name: str, calc: Any = None, device: str = "cpu") -> DensityPr
     if name == "extrapolate-quadratic":
         return Extrapolate(2)
     if name == "auto" or name.startswith("auto:"):
+        check_provider_name(name)
         model = name.partition(":")[2]
         physics = [make_provider("sad-extrapolate", calc), Extrapolate(2)]
         return AutoProvider(([make_provider(model, calc, device)] if model else []) + physics)

@@ -22,9 +22,17 @@ import numpy as np
 
 from .data.schema import Frame
 from .data.store import DensityWriter, open_dataset
-from .errors import DatasetError, InvalidInput, ModelMismatch
+from .errors import CheckpointError, DatasetError, InvalidInput, ModelMismatch
 
 __all__ = ["predict_to_dataset"]
+
+
+def _resolved(value: Any, locate: Any) -> Any:
+    """``locate(value)`` resolved to an absolute path string, or ``value`` if it locates nothing."""
+    try:
+        return str(locate(str(value)).resolve()) if value is not None else None
+    except CheckpointError:
+        return value
 
 
 def _paw(ds: Any, t: int) -> np.ndarray:
@@ -83,14 +91,9 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
                 old = {k: done.attrs.get(k) for k in ("predicted_from", "model", "first_frame", "history")}
                 if old["history"] is None:  # written before the history was stored: the model's default
                     old["history"] = mdl.max_history if history is None else None
-                for key in ("predicted_from", "model"):  # stored as given before paths were resolved
-                    if old[key] is not None and old[key] != attrs_new[key]:
-                        given = Path(str(old[key]))
-                        if (given / "model.json").is_file() or given.is_file():
-                            old[key] = str(given.resolve())
-                        elif key == "model":
-                            old[key] = str(model_dir(str(old[key])).resolve()) if str(old[key]) == str(model) \
-                                else old[key]
+                # earlier versions stored the paths as given: compare them resolved
+                old["predicted_from"] = _resolved(old["predicted_from"], Path)
+                old["model"] = _resolved(old["model"], model_dir)
                 if old != {k: attrs_new[k] for k in old}:
                     diff = {k: (old[k], attrs_new[k]) for k in old if old[k] != attrs_new[k]}
                     raise DatasetError(f"{out} holds predictions made otherwise ({diff}); use another output or "

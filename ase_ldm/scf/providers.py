@@ -57,8 +57,9 @@ class DensityProvider(Protocol):
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         """Record the converged density of the step at ``atoms``."""
 
-    def predict(self, atoms: Atoms) -> Guess | None:
-        """A guess of (nt_sR, D_asii) at the new ``atoms``, or None for GPAW's own."""
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
+        """A guess of (nt_sR, D_asii) at the new ``atoms``, or None for GPAW's own. ``grid`` is the
+        calculation's grid where a provider cannot know it from history (a cold start)."""
 
     def reset(self) -> None:
         """Forget the history (e.g. after a jump in the trajectory)."""
@@ -72,7 +73,7 @@ class GPAWDefault:
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         pass
 
-    def predict(self, atoms: Atoms) -> Guess | None:
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
         return None
 
     def reset(self) -> None:
@@ -103,7 +104,7 @@ class Extrapolate:
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
         self.history.appendleft((np.array(nt_sR, np.float64), [np.array(D, np.float64) for D in D_asii]))
 
-    def predict(self, atoms: Atoms) -> Guess | None:
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
         if not self.history:
             return None
         nt, D = _extrapolate(self.history, self.order)
@@ -150,7 +151,7 @@ class SADExtrapolate:
         sad, _ = self.superposition(atoms)
         self.history.appendleft((np.asarray(nt_sR, np.float64) - sad, [np.array(D, np.float64) for D in D_asii]))
 
-    def predict(self, atoms: Atoms) -> Guess | None:
+    def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
         if not self.history:
             return None
         residual, D = _extrapolate(self.history, self.order)
@@ -269,7 +270,7 @@ class AutoProvider:
         guesses = {}
         for c in list(self.candidates):
             try:
-                g = c.predict(atoms, grid) if isinstance(c, ModelProvider) else c.predict(atoms)
+                g = c.predict(atoms)  # auto never cold-starts: in MD a provider knows its grid
             except AseLdmError as e:
                 self._drop(c, e)
                 continue

@@ -3,9 +3,12 @@
 Positions are set frame by frame from a reference trajectory (as in shared/GPAW_NOTES.md), and
 before each SCF the hook injects a guess that takes nt and D either from the provider or from
 the reference frame itself (the converged answer). The iterations per frame then show how much
-the remaining error of nt and of D each costs.
+the remaining error of nt and of D each costs. ``--wfs -1 2`` runs every variant twice: with
+GPAW's move of the wave functions (-1) and with their quadratic extrapolation in time (2), so
+the floors (exact nt + D) of both starts of the wave functions stand side by side.
 
     python benchmarks/bench_replay.py --data bench-output/li16_800K.h5 --start 600 --frames 12
+    python benchmarks/bench_replay.py --data bench-output/li16_800K.h5 --start 600 --frames 12 --wfs -1 2
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def main() -> None:
     ap.add_argument("--symmetry-average", type=int, default=0,
                     help="also run the model averaged over this many symmetry operations")
     ap.add_argument("--only-model", action="store_true", help="run only the model variants")
+    ap.add_argument("--wfs", type=int, nargs="+", default=[-1],
+                    help="wave-function starts to run each variant with: -1 GPAW's move, K extrapolation order")
+    ap.add_argument("--variants", nargs="+", help="run only these (names as printed without ' + wfsK', e.g. gpaw)")
     ap.add_argument("-o", "--output")
     args = ap.parse_args()
     ds = open_dataset(args.data)
@@ -66,7 +72,7 @@ def main() -> None:
     if args.symmetry_average > 1:
         variants.append((f"{args.model}@{args.symmetry_average}", False, False))
     out = {}
-    for name, ent, eD in variants:
+    for (name, ent, eD), wfs in [(v, k) for k in args.wfs for v in variants]:
         calc = calculator_from_provenance(ds.attrs, ds.grid)
         if "@" in name:
             from ase_ldm import load
@@ -78,7 +84,11 @@ def main() -> None:
         else:
             base = make_provider(name, calc)
         prov = Mixed(base, ds, ent, eD)
-        calc = guided_gpaw(calc, prov)
+        if args.variants and prov.name not in args.variants:
+            continue
+        if wfs >= 0:
+            prov.name += f" + wfs{wfs}"
+        calc = guided_gpaw(calc, prov, wfs_extrapolation=wfs)
         prov.base.cold_start = False  # replay: every variant starts cold the same way
         atoms = ds.atoms(args.start)
         atoms.calc = calc

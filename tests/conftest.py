@@ -240,7 +240,7 @@ def random_sync_inputs(N, Na, seed=0):
                 D_hist=torch.rand(1, 3, Na, 15, generator=g))
 
 
-def tiny_sync_net():
+def tiny_sync_net(coarsen: int = 1):
     """A small double-precision SyncNet whose zero-initialised heads got random weights."""
     import torch
 
@@ -248,7 +248,7 @@ def tiny_sync_net():
     from ase_ldm.sync.net import SyncNet
 
     torch.manual_seed(0)
-    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8), 1, 5).double()
+    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8, coarsen=coarsen), 1, 5).double()
     for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
         torch.nn.init.normal_(m.weight, std=0.1)
     return net.eval()

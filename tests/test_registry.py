@@ -164,5 +164,8 @@ def test_network_descriptions_that_cannot_be_built_are_checkpoint_errors(trained
     _edit(run, sync_config={**meta["sync_config"], "history": 10**6})  # would allocate terabytes
     with pytest.raises(CheckpointError, match="impossible model"):
         load(run, device="cpu")
+    _edit(run, sync_config={**meta["sync_config"], "coarsen": 0})  # a grid 0 times coarser
+    with pytest.raises(CheckpointError, match="impossible model"):
+        load(run, device="cpu")
     with pytest.raises(InvalidInput, match="symmetry_average"):
         load(trained_sync[0], device="cpu", symmetry_averaging=2)

@@ -21,3 +21,34 @@ def test_scf_bench_cli(recorded, tmp_path, capsys):
     for p in r.values():
         assert len(p["iterations"]) == 2 and p["seconds_per_step"] > 0
         assert p["max_energy_diff_eV"] < 1e-4 and p["max_force_diff_eV_A"] < 2e-3
+    assert "threads" in capsys.readouterr().out
+
+
+def test_scf_bench_threads_runs_each_provider_in_its_own_process(recorded, tmp_path, monkeypatch):
+    """--threads N: every provider runs in a spawned process with N threads for torch, OpenMP and
+    BLAS, and the parent's settings are left as they were."""
+    import json
+    import os
+
+    from ase_ldm.cli.main import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    out = tmp_path / "scf.json"
+    assert main(["scf-bench", str(recorded), "--frame", "1", "--steps", "1", "--provider", "previous",
+                 "--threads", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["threads"] == 1
+    for p in res["providers"].values():
+        assert p["threads"] == {"torch": 1, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                                "MKL_NUM_THREADS": "1"}
+        assert p["max_energy_diff_eV"] < 1e-4
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+def test_scf_bench_refuses_a_bad_thread_count(recorded):
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.scf.bench import scf_bench
+
+    with pytest.raises(InvalidInput, match="threads"):
+        scf_bench(recorded, 1, 1, ["previous"], threads=0)

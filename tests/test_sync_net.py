@@ -25,18 +25,38 @@ def test_pack_D_roundtrip():
     assert torch.equal(unpack_D(pack_D(D), 5), D)
 
 
+def _check_shift_equivariance(net, x, nt, D, s):
+    """Shifting density grids by ``s`` steps and atoms with them shifts nt and leaves D."""
+    y = dict(x)
+    for k in ("p", "p_hist", "r_hist"):
+        y[k] = torch.roll(x[k], s, dims=(-3, -2, -1))
+    y["frac"] = x["frac"] + torch.tensor(s, dtype=torch.float64) / torch.tensor(x["p"].shape[1:], dtype=torch.float64)
+    nt2, D2 = net(**y)
+    torch.testing.assert_close(nt2, torch.roll(nt, s, dims=(-3, -2, -1)))
+    torch.testing.assert_close(D2, D)
+
+
 def test_network_is_periodic_translation_equivariant():
     net = tiny_sync_net()
     x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs((8, 10, 12), 3).items()}
     nt, D = net(**x)
-    s = (3, 1, 5)
-    y = dict(x)
-    for k in ("p", "p_hist", "r_hist"):
-        y[k] = torch.roll(x[k], s, dims=(-3, -2, -1))
-    y["frac"] = x["frac"] + torch.tensor(s, dtype=torch.float64) / torch.tensor([8.0, 10.0, 12.0])
-    nt2, D2 = net(**y)
-    torch.testing.assert_close(nt2, torch.roll(nt, s, dims=(-3, -2, -1)))
-    torch.testing.assert_close(D2, D)
+    _check_shift_equivariance(net, x, nt, D, (3, 1, 5))
+
+
+def test_coarse_network_is_equivariant_to_coarse_grid_steps_and_band_limited():
+    """With coarsen=2 the correction lives on the coarse band and follows shifts by two fine steps."""
+    from ase_ldm.core.fourier import fourier_resample
+
+    net = tiny_sync_net(coarsen=2)
+    x = {k: v.double() if v.is_floating_point() else v for k, v in random_sync_inputs((12, 10, 14), 3).items()}
+    nt, D = net(**x)
+    w = net.coef[x["h"]].double()
+    base = x["p"] + torch.einsum("bk,bk...->b...", w, x["r_hist"])
+    delta = nt - base
+    assert float(delta.detach().abs().max()) > 0
+    # the correction holds only plane waves of the (6, 5, 7) coarse grid
+    torch.testing.assert_close(fourier_resample(fourier_resample(delta, (6, 5, 7)), (12, 10, 14)), delta)
+    _check_shift_equivariance(net, x, nt, D, (2, 4, -6))
 
 
 def test_network_runs_on_a_supercell_and_gives_the_tiled_answer():
@@ -69,3 +89,12 @@ def test_cold_start_ignores_history():
     nt2, D2 = net(**x)
     torch.testing.assert_close(nt, nt2)
     torch.testing.assert_close(D, D2)
+
+
+def test_network_refuses_a_grid_zero_times_coarser():
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.sync.config import SyncConfig
+    from ase_ldm.sync.net import SyncNet
+
+    with pytest.raises(InvalidInput, match="coarsen"):
+        SyncNet(SyncConfig(channels=4, dilations=(1,), coarsen=0), 1, 5)

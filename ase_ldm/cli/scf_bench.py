@@ -4,11 +4,13 @@ Runs NVE MD from the same dataset frame (positions, velocities, GPAW settings) f
 provider: gpaw (GPAW's own reuse, always run as the reference), previous,
 extrapolate-linear, extrapolate-quadratic, sad-extrapolate, or a model (pretrained name or
 run directory). NAME+wfsK also extrapolates the wave functions in time (order K: 1 linear,
-2 quadratic) instead of GPAW's move of them. Reports iterations per step, seconds per step (model time included) and the
-largest energy and force differences from GPAW's own run.
+2 quadratic) instead of GPAW's move of them. Reports iterations per step, seconds per step
+(model time included), the guess's share of them and the largest energy and force
+differences from GPAW's own run. --threads N runs each provider in a fresh process with N
+threads (torch, OpenMP, BLAS).
 
 Example: ase-ldm scf-bench li16.h5 --frame 600 --steps 10 --provider extrapolate-quadratic
-         --provider sad-extrapolate --json scf.json
+         --provider sad-extrapolate --threads 1 --json scf.json
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class CLICommand:
         p.add_argument("--steps", type=int, default=10, help="MD steps after the cold start")
         p.add_argument("--provider", action="append", default=[], help="provider name, or NAME+wfsK (repeatable)")
         p.add_argument("--device", default="cpu", help="device for model providers")
+        p.add_argument("--threads", type=int, help="run each provider in a fresh process with this many threads")
         p.add_argument("--json", help="write the results here")
 
     @staticmethod
@@ -33,11 +36,11 @@ class CLICommand:
         from ..scf.bench import scf_bench
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
-                        device=args.device, json_out=args.json)
+                        device=args.device, json_out=args.json, threads=args.threads)
         print(f"{'provider':<30}{'iter/step':>10}{'s/step':>9}{'guess':>7}{'cold':>6}{'max dE (eV)':>13}"
-              f"{'max dF (eV/A)':>15}")
+              f"{'max dF (eV/A)':>15}{'threads':>8}")
         for name, r in out["providers"].items():
             print(f"{name:<30}{r['iterations_per_step']:>10.2f}{r['seconds_per_step']:>9.3f}"
                   f"{100 * r['guess_share']:>6.0f}%{r['cold_start_iterations']:>6d}"
-                  f"{r['max_energy_diff_eV']:>13.2e}{r['max_force_diff_eV_A']:>15.2e}")
+                  f"{r['max_energy_diff_eV']:>13.2e}{r['max_force_diff_eV_A']:>15.2e}{r['threads']['torch']:>8d}")
         return 0

@@ -6,8 +6,10 @@ Units: cell in Angstrom, wave vectors in 1/Angstrom.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-__all__ = ["reciprocal_vectors", "reciprocal_grid", "band_mask", "fourier_interpolate"]
+__all__ = ["reciprocal_vectors", "reciprocal_grid", "band_mask", "fourier_interpolate", "coarse_grid",
+           "fourier_resample"]
 
 
 def reciprocal_vectors(cell: np.ndarray) -> np.ndarray:
@@ -30,11 +32,47 @@ def band_mask(cell: np.ndarray, grid: tuple[int, int, int], g_max: float) -> np.
 
 
 def fourier_interpolate(n: np.ndarray, factor: int) -> np.ndarray:
-    """Periodic band-limited interpolation of (N1, N2, N3) onto a grid ``factor`` times finer."""
-    N = np.array(n.shape)
-    F = np.fft.fftshift(np.fft.fftn(n))
-    M = N * factor
-    G = np.zeros(M, complex)
-    lo = (M - N) // 2
-    G[lo[0]:lo[0] + N[0], lo[1]:lo[1] + N[1], lo[2]:lo[2] + N[2]] = F
-    return np.real(np.fft.ifftn(np.fft.ifftshift(G))) * factor**3
+    """Periodic band-limited interpolation of (N1, N2, N3) onto a grid ``factor`` times finer
+    (:func:`fourier_resample`; the original points keep their values where N is odd)."""
+    n = np.asarray(n)
+    return fourier_resample(torch.as_tensor(n), tuple(int(k) * factor for k in n.shape)).numpy()
+
+
+def coarse_grid(grid: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    """The grid ``factor`` times coarser along each axis, rounded up (so its Nyquist wave vector
+    is at least the fine grid's divided by ``factor``)."""
+    return tuple(max(1, -(-int(n) // int(factor))) for n in grid)
+
+
+def fourier_resample(x: torch.Tensor, size: tuple[int, int, int],
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Band-limited periodic resampling of real (..., N1, N2, N3) onto (..., M1, M2, M3).
+
+    The plane waves with :math:`|m_d| \\le (\\min(N_d, M_d) - 1) / 2` are kept along each axis
+    (Nyquist components dropped, so the result stays real) and values are preserved: a constant
+    stays the same constant. ``mask`` (M1, M2, M3 // 2 + 1) bool optionally removes further plane
+    waves of the output (a band limit). Differentiable (torch FFTs).
+    """
+    N = tuple(x.shape[-3:])
+    M = tuple(int(m) for m in size)
+    X = torch.fft.rfftn(x, dim=(-3, -2, -1))
+    if N == M:
+        Y = X
+    else:
+        idx = []
+        for d in range(3):
+            K = (min(N[d], M[d]) - 1) // 2
+            if d < 2:
+                src = list(range(K + 1)) + list(range(N[d] - K, N[d]))
+                dst = list(range(K + 1)) + list(range(M[d] - K, M[d]))
+            else:
+                src = dst = list(range(K + 1))
+            idx.append((torch.as_tensor(src, device=x.device), torch.as_tensor(dst, device=x.device)))
+        (s1, d1), (s2, d2), (s3, d3) = idx
+        Y = X.new_zeros(*X.shape[:-3], M[0], M[1], M[2] // 2 + 1)
+        Y[..., d1[:, None, None], d2[None, :, None], d3[None, None, :]] = \
+            X[..., s1[:, None, None], s2[None, :, None], s3[None, None, :]]
+        Y = Y * (M[0] * M[1] * M[2] / (N[0] * N[1] * N[2]))
+    if mask is not None:
+        Y = Y * mask
+    return torch.fft.irfftn(Y, s=M, dim=(-3, -2, -1))

@@ -6,11 +6,17 @@ the reference for the energy and force differences. Step 0 (the cold start) is r
 apart; the per-step numbers are for the N MD steps after it. ``guess_seconds`` times the
 provider's prediction before each move (its ``observe`` of the finished step is not included;
 the seconds per step include everything).
+
+With ``threads``, each provider runs in a fresh process (spawned, so nothing warm is shared
+between providers) whose torch, OpenMP and BLAS thread counts are all ``threads``; without it,
+the providers run one after the other in this process with its thread settings. Either way
+the result records the threads each run had.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from typing import Any
@@ -24,6 +30,9 @@ from ..data.store import open_dataset
 from ..errors import DatasetError, InvalidInput
 
 __all__ = ["run_provider", "scf_bench"]
+
+#: the environment variables that set the thread count of OpenMP and the BLAS libraries
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
@@ -66,13 +75,48 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
     dyn.attach(observe, interval=1)
     last[0] = time.perf_counter()
     dyn.run(steps)
+    import torch
+
     return {"provider": provider, "cold_start": cold, **rec, "guess_seconds": calc.guess_seconds,
-            "served": getattr(calc.provider, "served", None)}
+            "served": getattr(calc.provider, "served", None),
+            "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k) for k in THREAD_VARIABLES}}}
+
+
+def _run_with_threads(threads: int, *args: Any) -> dict[str, Any]:
+    """:func:`run_provider` in a spawned process (the target of :func:`_spawn`)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_provider(*args)
+
+
+def _spawn(threads: int, *args: Any) -> dict[str, Any]:
+    """:func:`run_provider` in a fresh process with ``threads`` threads everywhere."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})  # read by the child's libraries at import
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_run_with_threads, threads, *args).result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[str], *, device: str = "cpu",
-              json_out: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run every provider (GPAW's own first, as the reference) and summarise."""
+              json_out: str | os.PathLike | None = None, progress: bool = True,
+              threads: int | None = None) -> dict[str, Any]:
+    """Run every provider (GPAW's own first, as the reference) and summarise.
+
+    ``threads``: run each provider in a fresh process with that many threads (see the module
+    docstring); None runs them here.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidInput(f"threads must be a positive integer, got {threads!r}")
     from .hook import parse_spec
     from .providers import check_provider_name
 
@@ -89,9 +133,10 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
 
         it = tqdm(names, desc="scf-bench", unit="provider")
     for name in it:
-        runs[name] = run_provider(data, frame, steps, name, device)
+        args = (data, frame, steps, name, device)
+        runs[name] = run_provider(*args) if threads is None else _spawn(threads, *args)
     ref = runs["gpaw"]
-    out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "providers": {}}
+    out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "threads": threads, "providers": {}}
     for name in names:
         r = runs[name]
         dE = np.abs(np.array(r["energy_eV"]) - np.array(ref["energy_eV"]))
@@ -108,6 +153,7 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
             "cold_start_iterations": r["cold_start"]["iterations"],
             "max_energy_diff_eV": float(dE.max()) if dE.size else 0.0,
             "max_force_diff_eV_A": float(dF.max()) if dF.size else 0.0,
+            "threads": r["threads"],
         }
         if r.get("served") is not None:  # which candidate an auto provider served, step by step
             out["providers"][name]["served"] = r["served"]

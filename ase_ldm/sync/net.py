@@ -15,10 +15,13 @@ learns what both miss (Delta-learning). Its inputs are the prior, the extrapolat
 residual's recent changes and the prior's recent changes (how the atoms moved), all scaled to
 unit variance on the training data, and flags saying which history entries exist.
 
-The CNN keeps the full grid (no pooling, no strides): circular dilated convolutions make it
+The CNN keeps one grid (no pooling, no strides): circular dilated convolutions make it
 equivariant to periodic translations by grid steps and let it run on cells of any size with
-the training grid spacing. A per-atom head samples its features at each atom (trilinear,
-periodic) and corrects the extrapolated PAW matrices (upper triangle of the ni x ni
+the training grid spacing. That grid is the density's, or (``coarsen`` > 1) a coarser one onto
+which the inputs are Fourier-truncated and from which the correction is interpolated back:
+the error left after extrapolation sits at interatomic wavelengths, which a grid of half the
+resolution still resolves, at an eighth of the cost. A per-atom head samples its features at
+each atom (trilinear, periodic) and corrects the extrapolated PAW matrices (upper triangle of the ni x ni
 spin-paired ``D``), so a guess is PAW-complete.
 """
 
@@ -29,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.extrapolation import weight_table
+from ..core.fourier import coarse_grid, fourier_resample
+from ..errors import InvalidInput
 from .config import SyncConfig
 
 __all__ = ["SyncNet", "extrapolation_weights", "sample_at_atoms", "pack_D", "unpack_D"]
@@ -115,6 +120,8 @@ class SyncNet(nn.Module):
 
     def __init__(self, config: SyncConfig, n_species: int, ni: int) -> None:
         super().__init__()
+        if config.coarsen < 1:
+            raise InvalidInput(f"coarsen must be a positive integer (1: the full grid), got {config.coarsen}")
         H = config.history
         self.config = config
         self.n_species = n_species
@@ -185,16 +192,20 @@ class SyncNet(nn.Module):
         for k in range(H):  # prior changes p_{t-k} - p_{t-1-k}
             chans.append((prev - p_hist[:, k]) * valid[:, k, None, None, None] / dps)
             prev = p_hist[:, k]
-        flags = valid[:, :, None, None, None].expand(-1, -1, *p.shape[1:])
-        x = torch.cat([torch.stack(chans, 1), flags], 1)
+        x = torch.stack(chans, 1)
+        grid = tuple(p.shape[1:])
+        f = self.config.coarsen
+        if f > 1:
+            x = fourier_resample(x, coarse_grid(grid, f))
+        flags = valid[:, :, None, None, None].expand(-1, -1, *x.shape[2:])
+        x = torch.cat([x, flags], 1)
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
         feat = F.gelu(x)
         delta = self.head(feat)[:, 0]
-        if band is not None:
-            delta = torch.fft.irfftn(torch.fft.rfftn(delta, dim=(-3, -2, -1)) * band, s=delta.shape[-3:],
-                                     dim=(-3, -2, -1))
+        if f > 1 or band is not None:
+            delta = fourier_resample(delta, grid, band)
         nt = p + r_hat + self.out_scale[h][:, None, None, None] * delta
 
         # PAW matrices: extrapolate, or the species mean on a cold start, then correct per atom

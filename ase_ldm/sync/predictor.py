@@ -105,7 +105,7 @@ class SyncPredictor:
             dt = meta.get("timestep_fs")
             ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and 0 < ni <= 64
                   and (dt is None or float(dt) > 0) and 0 < cfg.history <= 16 and 0 < len(cfg.dilations) <= 64
-                  and 0 < cfg.channels <= 4096 and 0 < cfg.d_hidden <= 65536)
+                  and 0 < cfg.channels <= 4096 and 0 < cfg.d_hidden <= 65536 and 1 <= cfg.coarsen <= 8)
         except (KeyError, TypeError, ValueError, AseLdmError) as err:
             raise CheckpointError(f"{run}/model.json has an invalid sync model description ({err})") from None
         if not ok:

@@ -43,13 +43,20 @@ def test_resample_drops_what_the_coarse_grid_cannot_hold():
 
 def test_interpolation_keeps_the_points_and_a_mask_removes_plane_waves():
     g = torch.Generator().manual_seed(1)
-    coarse = torch.rand(2, 7, 7, 7, generator=g, dtype=torch.float64)  # odd: every plane wave resolved
-    for c in coarse:
-        np.testing.assert_allclose(fourier_interpolate(c.numpy(), 2)[::2, ::2, ::2], c.numpy(), atol=1e-12)
+    coarse = torch.rand(2, 7, 7, 7, generator=g, dtype=torch.float64)
+    for n in [c.numpy() for c in coarse] + [np.random.default_rng(2).random((6, 7, 8))]:  # odd and even grids
+        np.testing.assert_allclose(fourier_interpolate(n, 2)[::2, ::2, ::2], n, atol=1e-12)
     mask = torch.zeros(14, 14, 8, dtype=torch.bool)
     mask[0, 0, 0] = True  # keep the mean only
     out = fourier_resample(coarse, (14, 14, 14), mask)
     torch.testing.assert_close(out, coarse.mean((1, 2, 3))[:, None, None, None].expand(-1, 14, 14, 14))
+
+
+def test_resample_removes_what_a_coarse_grid_cannot_hold_not_by_subsampling():
+    """Content above the coarse band does not reach the coarse grid (strided subsampling would alias it)."""
+    low = _plane_waves((12, 12, 12), [(1, 2, 0, 0.2)])
+    high = _plane_waves((12, 12, 12), [(4, 0, 0, 0.0)]) - 0.3  # cos(8 pi x): aliases to a constant on a 6-grid
+    torch.testing.assert_close(fourier_resample(low + high, (6, 6, 6)), fourier_resample(low, (6, 6, 6)))
 
 
 def test_resample_is_differentiable():

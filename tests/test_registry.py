@@ -25,6 +25,29 @@ def test_every_shipped_model_loads_behind_the_protocol():
         assert model.timestep_fs == pytest.approx(2.0)
 
 
+def test_shipped_synchronised_models_agree_from_the_atoms_alone():
+    """Each shipped density-and-D model, cold, on a disordered Li16 cell: the reference's electron
+    count (18.41 e in nt) and, between models, the cold-start error level (1.5-1.8 %) apart."""
+    rng = np.random.default_rng(3)
+    cell = np.eye(3) * 7.27
+    bcc = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
+    pos = np.concatenate([bcc, bcc + 0.5]) * 3.635 + rng.normal(0, 0.3, (16, 3))
+    Z = np.full(16, 3)
+    preds = {}
+    for name in pretrained_names():
+        model = load(name, device="cpu")
+        if not model.predicts_D:
+            continue
+        nt, D = model.predict(pos, Z, cell, (30, 30, 30))
+        assert np.all(nt > 0) and np.all(np.isfinite(D)) and D.shape == (16, 5, 5)
+        assert nt.sum() * 7.27**3 / 30**3 == pytest.approx(18.41, rel=0.01)
+        preds[name] = nt
+    assert {"li16-800K-sync", "li16-800K-sync-lite"} <= set(preds)
+    ref = preds["li16-800K-sync"]
+    for nt in preds.values():
+        assert np.abs(nt - ref).sum() / ref.sum() < 0.03
+
+
 def test_pretrained_sync_model_is_a_provider_with_cold_start():
     from ase_ldm.scf.providers import ModelProvider, make_provider
 

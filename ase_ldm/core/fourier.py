@@ -32,10 +32,20 @@ def band_mask(cell: np.ndarray, grid: tuple[int, int, int], g_max: float) -> np.
 
 
 def fourier_interpolate(n: np.ndarray, factor: int) -> np.ndarray:
-    """Periodic band-limited interpolation of (N1, N2, N3) onto a grid ``factor`` times finer
-    (:func:`fourier_resample`; the original points keep their values where N is odd)."""
+    """Periodic band-limited interpolation of (N1, N2, N3) onto a grid ``factor`` times finer.
+
+    Every plane wave of the coarse grid is kept (an even grid's Nyquist wave split evenly between
+    +N/2 and -N/2), so the original points keep their values.
+    """
     n = np.asarray(n)
-    return fourier_resample(torch.as_tensor(n), tuple(int(k) * factor for k in n.shape)).numpy()
+    N = np.array(n.shape)
+    F = np.fft.fftshift(np.fft.fftn(n))
+    M = N * factor
+    G = np.zeros(M, complex)
+    lo = M // 2 - N // 2  # the zero frequency sits at index N // 2 of the shifted spectrum
+    G[lo[0]:lo[0] + N[0], lo[1]:lo[1] + N[1], lo[2]:lo[2] + N[2]] = F
+    # the real part of the inverse halves an even grid's one-sided Nyquist wave onto +-N/2
+    return np.real(np.fft.ifftn(np.fft.ifftshift(G))) * factor**3
 
 
 def coarse_grid(grid: tuple[int, ...], factor: int) -> tuple[int, ...]:
@@ -49,9 +59,11 @@ def fourier_resample(x: torch.Tensor, size: tuple[int, int, int],
     """Band-limited periodic resampling of real (..., N1, N2, N3) onto (..., M1, M2, M3).
 
     The plane waves with :math:`|m_d| \\le (\\min(N_d, M_d) - 1) / 2` are kept along each axis
-    (Nyquist components dropped, so the result stays real) and values are preserved: a constant
-    stays the same constant. ``mask`` (M1, M2, M3 // 2 + 1) bool optionally removes further plane
-    waves of the output (a band limit). Differentiable (torch FFTs).
+    (Nyquist components dropped, so the result stays real; with N = M nothing is dropped), and
+    values are preserved: a constant stays the same constant. ``mask`` (M1, M2, M3 // 2 + 1) bool
+    optionally removes further plane waves of the output (a band limit). Differentiable (torch
+    FFTs). The coarse-grid network uses it (:mod:`ase_ldm.sync.net`); :func:`fourier_interpolate`
+    keeps an even grid's Nyquist wave instead.
     """
     N = tuple(x.shape[-3:])
     M = tuple(int(m) for m in size)

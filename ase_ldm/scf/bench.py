@@ -10,7 +10,8 @@ the seconds per step include everything).
 With ``threads``, each provider runs in a fresh process (spawned, so nothing warm is shared
 between providers) whose torch, OpenMP and BLAS thread counts are all ``threads``; without it,
 the providers run one after the other in this process with its thread settings. Either way
-the result records the threads each run had.
+the result records each run's torch threads and its thread environment variables. Library
+callers of ``threads`` need the ``if __name__ == "__main__":`` guard that spawning requires.
 """
 
 from __future__ import annotations
@@ -93,12 +94,17 @@ def _run_with_threads(threads: int, *args: Any) -> dict[str, Any]:
 def _spawn(threads: int, *args: Any) -> dict[str, Any]:
     """:func:`run_provider` in a fresh process with ``threads`` threads everywhere."""
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     os.environ.update({k: str(threads) for k in THREAD_VARIABLES})  # read by the child's libraries at import
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(_run_with_threads, threads, *args).result()
+            try:
+                return pool.submit(_run_with_threads, threads, *args).result()
+            except BrokenProcessPool:
+                raise RuntimeError(f"scf-bench: the process running provider {args[3]!r} died (killed, out of "
+                                   "memory or crashed in GPAW); run that provider alone to see why") from None
     finally:
         for k, v in saved.items():
             if v is None:

@@ -197,14 +197,11 @@ def run_aimd(
     InvalidInput
         Appending with settings or a starting structure other than the file's.
     """
-    from ..scf.hook import guided_gpaw, parse_spec
-    from ..scf.providers import check_provider_name, make_provider
+    from ..scf.hook import check_spec, guided_gpaw
+    from ..scf.providers import make_provider
     from .continuation import check_append, check_outputs
 
-    guess_name, wfs_order = parse_spec(guess)
-    check_provider_name(guess_name)
-    if wfs_order not in (-1, 1, 2):
-        raise InvalidInput(f"{guess!r}: the wave-function extrapolation order K of NAME+wfsK must be 1 or 2")
+    guess_name, wfs_order = check_spec(guess)
     check_outputs(out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
     stored = check_append(out, settings, atoms) if append and Path(out).exists() else None
     if atoms is None and (stored is None or stored.frames == 0):

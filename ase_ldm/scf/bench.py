@@ -123,14 +123,10 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidInput(f"threads must be a positive integer, got {threads!r}")
-    from .hook import parse_spec
-    from .providers import check_provider_name
+    from .hook import check_spec
 
     for spec in providers:  # every name checked before minutes of GPAW work
-        name, order = parse_spec(spec)
-        check_provider_name(name)
-        if order not in (-1, 1, 2):
-            raise InvalidInput(f"{spec!r}: the wave-function extrapolation order K of NAME+wfsK must be 1 or 2")
+        check_spec(spec)
     names = ["gpaw"] + [p for p in providers if p != "gpaw"]
     runs = {}
     it = names

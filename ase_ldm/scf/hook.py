@@ -39,10 +39,10 @@ from ase.units import Bohr
 from ..core.extrapolation import COEFFICIENTS, extrapolate
 from ..data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
 from ..errors import InvalidInput, UnsupportedSetup
-from .providers import DensityProvider, make_provider
+from .providers import DensityProvider, check_provider_name, make_provider
 
 __all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_density", "GuidedGPAW",
-           "guided_gpaw"]
+           "guided_gpaw", "parse_spec", "check_spec"]
 
 log = logging.getLogger(__name__)
 SUPPORTED_GPAW = ("26.",)
@@ -318,6 +318,18 @@ def parse_spec(spec: str) -> tuple[str, int]:
         return name, int(order)
     except ValueError:
         raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
+
+
+def check_spec(spec: str) -> tuple[str, int]:
+    """:func:`parse_spec`, refusing (InvalidInput) an unknown provider or an order K that is not a
+    wave-function extrapolation order, before any GPAW work."""
+    name, order = parse_spec(spec)
+    check_provider_name(name)
+    orders = [k for k in COEFFICIENTS if k > 0]
+    if order != -1 and order not in orders:
+        raise InvalidInput(f"{spec!r}: the wave-function extrapolation order K of NAME+wfsK must be "
+                           f"{' or '.join(map(str, orders))}")
+    return name, order
 
 
 def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, cold_fixed_steps: int = 0,

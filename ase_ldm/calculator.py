@@ -165,7 +165,7 @@ class DensityCalculator(Calculator):
             raise CalculatorMismatch(str(err)) from None
         self._observed += 1
 
-    def _gpaw_density(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _gpaw_density(self, atoms: Atoms) -> tuple[np.ndarray, list[np.ndarray] | None] | None:
         """The wrapped GPAW calculator's converged density (spins summed) and spin-paired PAW
         matrices at ``atoms``, if it is a new-code GPAW calculator."""
         if self.calc is None or not hasattr(type(self.calc), "dft"):  # new-code GPAW has a dft property
@@ -173,7 +173,7 @@ class DensityCalculator(Calculator):
         from .data.gpaw_io import D_asii_from_gpaw, nt_sR_from_gpaw
 
         self.calc.get_property("energy", atoms)  # converged at these positions
-        D = (np.stack([np.asarray(D_sii).sum(0) for D_sii in D_asii_from_gpaw(self.calc)])
+        D = ([np.asarray(D_sii).sum(0) for D_sii in D_asii_from_gpaw(self.calc)]
              if self.model.predicts_D else None)  # a model that reads no PAW matrices gets none
         return nt_sR_from_gpaw(self.calc).sum(0), D
 

@@ -35,9 +35,9 @@ def _resolved(value: Any, locate: Any) -> Any:
         return value
 
 
-def _paw(ds: Any, t: int) -> np.ndarray:
-    """Spin-paired PAW matrices of frame t, (Na, ni, ni)."""
-    return np.stack([np.asarray(D)[0] for D in ds.D_asii(t)])
+def _paw(ds: Any, t: int) -> list[np.ndarray]:
+    """Spin-paired PAW matrices of frame t: per atom (ni_a, ni_a)."""
+    return [np.asarray(D)[0] for D in ds.D_asii(t)]
 
 
 def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,

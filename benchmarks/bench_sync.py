@@ -36,7 +36,12 @@ from ase_ldm.sync.series import series_from_dataset
 
 
 def _D(frame_D: list[np.ndarray]) -> np.ndarray:
-    return np.stack([np.asarray(D)[0] for D in frame_D])
+    """All atoms' spin-paired PAW matrices as one flat vector (species may differ in ni)."""
+    return np.concatenate([np.asarray(D)[0].ravel() for D in frame_D])
+
+
+def _flat(D_aii: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(D).ravel() for D in D_aii])
 
 
 class Score:
@@ -114,11 +119,12 @@ def main() -> None:
                 if h == 3:
                     seconds.append(time.perf_counter() - t0)
                 D = D[0]
-                scores[name].add(nt[0].double().numpy(), ref, dV, unpack_D(D.double(), model.ni).numpy(), D_ref)
+                D = model.layout.unpad(unpack_D(D.double(), model.ni).numpy(), species.numpy())
+                scores[name].add(nt[0].double().numpy(), ref, dV, _flat(D), D_ref)
         positions = ds.array("positions", t, t + 1)[0]
         nt_a, D_a = auto.predict(positions, numbers, cell, ds.grid)
         auto_score = scores[f"model, autoregressive (h={args.auto_history})"]
-        auto_score.add(nt_a, ref, dV, D_a, D_ref)
+        auto_score.add(nt_a, ref, dV, _flat(D_a), D_ref)
         auto_err[i + 1] = auto_score.rows[-1][0]
         auto.observe(positions, nt_a, D_a, numbers, cell)
     out = {"model": args.model, "data": args.data, "frames": [args.start, stop],

@@ -178,6 +178,29 @@ def recorded_long(tmp_path_factory):
     return path
 
 
+def guided_md(atoms0, attrs: dict, grid, guess: str, steps: int = 2):
+    """NVE MD from ``atoms0`` (its velocities) with GPAW as recorded (``attrs``, ``grid``), every SCF
+    started by ``guess`` (a provider name or model path): energies (steps + 1,), forces and the
+    guesses' seconds."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_ldm.data.gpaw_io import calculator_from_provenance
+    from ase_ldm.scf.hook import guided_gpaw
+
+    atoms = atoms0.copy()
+    atoms.set_velocities(atoms0.get_velocities())
+    calc = guided_gpaw(calculator_from_provenance(attrs, grid), guess)
+    atoms.calc = calc
+    e, f = [atoms.get_potential_energy()], [atoms.get_forces()]
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    for _ in range(steps):
+        dyn.run(1)
+        e.append(atoms.get_potential_energy())
+        f.append(atoms.get_forces())
+    return np.array(e), np.array(f), list(calc.guess_seconds)
+
+
 def tiny_train_config(**kw):
     """A model small enough to train in seconds on CPU."""
     from ase_ldm.ldm.config import AutoencoderConfig, DiffusionConfig, LossConfig, ModelConfig, TrainConfig
@@ -245,10 +268,12 @@ def tiny_sync_net(coarsen: int = 1):
     import torch
 
     from ase_ldm.sync.config import SyncConfig
+    from ase_ldm.sync.layout import PAWLayout
     from ase_ldm.sync.net import SyncNet
 
     torch.manual_seed(0)
-    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8, coarsen=coarsen), 1, 5).double()
+    layout = PAWLayout((3,), (5,), ((0, 1, 1, 1, 0),))  # Li: GPAW's PBE setup
+    net = SyncNet(SyncConfig(channels=4, dilations=(1, 2), d_hidden=8, coarsen=coarsen), layout).double()
     for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
         torch.nn.init.normal_(m.weight, std=0.1)
     return net.eval()

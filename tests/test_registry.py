@@ -39,7 +39,7 @@ def test_shipped_synchronised_models_agree_from_the_atoms_alone():
         if not model.predicts_D:
             continue
         nt, D = model.predict(pos, Z, cell, (30, 30, 30))
-        assert np.all(nt > 0) and np.all(np.isfinite(D)) and D.shape == (16, 5, 5)
+        assert np.all(nt > 0) and np.all(np.isfinite(D)) and np.shape(D) == (16, 5, 5)
         assert nt.sum() * 7.27**3 / 30**3 == pytest.approx(18.41, rel=0.01)
         preds[name] = nt
     assert {"li16-800K-sync", "li16-800K-sync-lite"} <= set(preds)

@@ -137,29 +137,14 @@ def test_model_provider_guides_md_without_changing_the_answer(trained, recorded_
 @pytest.mark.gpaw
 def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_long):
     """MD guided by the model (cold start included) converges to GPAW's own energies and forces."""
-    from ase import units
-    from ase.md.verlet import VelocityVerlet
+    from conftest import guided_md
 
     from ase_ldm.data import open_dataset
-    from ase_ldm.data.gpaw_io import calculator_from_provenance
-    from ase_ldm.scf.hook import guided_gpaw
 
     with open_dataset(recorded_long) as ds:
         attrs, grid = ds.attrs, ds.grid
         atoms0 = ds.atoms(11)
-    results = {}
-    for name in ("gpaw", str(trained_sync[0])):
-        atoms = atoms0.copy()
-        atoms.set_velocities(atoms0.get_velocities())
-        calc = guided_gpaw(calculator_from_provenance(attrs, grid), name)
-        atoms.calc = calc
-        e, f = [atoms.get_potential_energy()], [atoms.get_forces()]
-        dyn = VelocityVerlet(atoms, 2.0 * units.fs)
-        for _ in range(2):
-            dyn.run(1)
-            e.append(atoms.get_potential_energy())
-            f.append(atoms.get_forces())
-        results[name] = (np.array(e), np.array(f), list(calc.guess_seconds))
+    results = {name: guided_md(atoms0, attrs, grid, name) for name in ("gpaw", str(trained_sync[0]))}
     (e0, f0, _), (e1, f1, guesses) = results["gpaw"], results[str(trained_sync[0])]
     assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
     np.testing.assert_allclose(e1, e0, atol=2e-3)

@@ -94,7 +94,8 @@ def test_cold_start_ignores_history():
 def test_network_refuses_a_grid_zero_times_coarser():
     from ase_ldm.errors import InvalidInput
     from ase_ldm.sync.config import SyncConfig
+    from ase_ldm.sync.layout import PAWLayout
     from ase_ldm.sync.net import SyncNet
 
     with pytest.raises(InvalidInput, match="coarsen"):
-        SyncNet(SyncConfig(channels=4, dilations=(1,), coarsen=0), 1, 5)
+        SyncNet(SyncConfig(channels=4, dilations=(1,), coarsen=0), PAWLayout((3,), (5,)))

@@ -40,8 +40,8 @@ def test_transformed_density_and_D_match_gpaw():
 
     L = 4.2
     pos = np.array([[0.31, 0.52, 0.77], [2.05, 2.61, 1.93]])
-    l_i = projector_l(np.array([3, 3]))
-    assert l_i == [0, 1, 1, 1, 0]
+    assert projector_l(np.array([3, 14, 3])) == {3: [0, 1, 1, 1, 0], 14: [0, 1, 1, 1, 0, 1, 1, 1, 2, 2, 2, 2, 2]}
+    l_i = projector_l(np.array([3, 3]))[3]
 
     def run(positions):
         atoms = Atoms("Li2", positions=positions, cell=[L, L, L], pbc=True)

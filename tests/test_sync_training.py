@@ -49,7 +49,7 @@ def test_pack_roundtrip(trained_sync, synthetic_long, tmp_path):
         series = series_from_dataset(ds, prior)
     save_pack(tmp_path / "p.npz", series, prior, {"timestep_fs": 2.0})
     back, prior2, attrs = load_pack(tmp_path / "p.npz")
-    assert prior2 == prior and attrs["timestep_fs"] == 2.0 and back.l_i == [0, 1, 1, 1, 0]
+    assert prior2 == prior and attrs["timestep_fs"] == 2.0 and back.layout.l_i == ((0, 1, 1, 1, 0),)
     nt = (series.p + series.r).double()
     err = ((back.p + back.r).double() - nt).abs().sum() / nt.abs().sum()
     assert err < 1e-5

@@ -186,8 +186,8 @@ class ModelProvider:
             raise UnsupportedSetup("the density models are spin-paired; use an extrapolation provider for a "
                                    "spin-polarised run")
         self._grid = tuple(np.shape(nt_sR)[1:])
-        D = np.stack([np.asarray(D)[0] for D in D_asii])
-        self.model.observe(atoms.positions, np.asarray(nt_sR)[0], D, atoms.numbers, atoms.cell[:])
+        D_aii = [np.asarray(D)[0] for D in D_asii]
+        self.model.observe(atoms.positions, np.asarray(nt_sR)[0], D_aii, atoms.numbers, atoms.cell[:])
         if not self.model.predicts_D:
             self.D.observe(atoms, nt_sR, D_asii)
         self._observed += 1

@@ -21,8 +21,9 @@ the training grid spacing. That grid is the density's, or (``coarsen`` > 1) a co
 which the inputs are Fourier-truncated and from which the correction is interpolated back:
 the error left after extrapolation sits at interatomic wavelengths, which a grid of half the
 resolution still resolves, at an eighth of the cost. A per-atom head samples its features at
-each atom (trilinear, periodic) and corrects the extrapolated PAW matrices (upper triangle of the ni x ni
-spin-paired ``D``), so a guess is PAW-complete.
+each atom (trilinear, periodic) and corrects the extrapolated PAW matrices (upper triangle of the
+spin-paired ``D``, zero-padded to the largest projector count of the species,
+:mod:`ase_ldm.sync.layout`), so a guess is PAW-complete.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..core.extrapolation import weight_table
 from ..core.fourier import coarse_grid, fourier_resample
 from ..errors import InvalidInput
 from .config import SyncConfig
+from .layout import PAWLayout, pack_D, unpack_D
 
 __all__ = ["SyncNet", "extrapolation_weights", "sample_at_atoms", "pack_D", "unpack_D"]
 
@@ -43,22 +45,6 @@ def extrapolation_weights(history: int) -> torch.Tensor:
     """Weights c^(h)_k, shape (history + 1, history): row h extrapolates from h past steps
     (:func:`ase_ldm.core.extrapolation.weight_table`)."""
     return torch.as_tensor(weight_table(history), dtype=torch.float64)
-
-
-def pack_D(D: torch.Tensor) -> torch.Tensor:
-    """Upper triangles of symmetric (..., ni, ni) matrices, shape (..., ni (ni + 1) / 2)."""
-    ni = D.shape[-1]
-    i, j = torch.triu_indices(ni, ni, device=D.device)
-    return D[..., i, j]
-
-
-def unpack_D(packed: torch.Tensor, ni: int) -> torch.Tensor:
-    """Inverse of :func:`pack_D`: symmetric (..., ni, ni)."""
-    i, j = torch.triu_indices(ni, ni, device=packed.device)
-    D = packed.new_zeros(*packed.shape[:-1], ni, ni)
-    D[..., i, j] = packed
-    D[..., j, i] = packed
-    return D
 
 
 def sample_at_atoms(feat: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
@@ -109,24 +95,27 @@ class SyncNet(nn.Module):
     Parameters
     ----------
     config : SyncConfig
-    n_species : int
-        Species known to the prior (one-hot input of the per-atom head).
-    ni : int
-        Projector count of the PAW matrices (the same for every species).
+    layout : PAWLayout
+        The species (in the prior's order; one-hot input of the per-atom head) and their
+        projector counts.
 
     The normalisation scales are buffers (saved with the weights), set once from the training
     data by :meth:`set_scales`.
     """
 
-    def __init__(self, config: SyncConfig, n_species: int, ni: int) -> None:
+    def __init__(self, config: SyncConfig, layout: PAWLayout) -> None:
         super().__init__()
         if config.coarsen < 1:
             raise InvalidInput(f"coarsen must be a positive integer (1: the full grid), got {config.coarsen}")
         H = config.history
         self.config = config
+        self.layout = layout
+        n_species = len(layout.numbers)
         self.n_species = n_species
-        self.ni = ni
-        self.nD = ni * (ni + 1) // 2
+        self.ni = layout.ni_max
+        self.nD = layout.nD
+        # which packed entries exist for each species (derived from the layout, so not saved)
+        self.register_buffer("D_mask", layout.mask(), persistent=False)
         self.register_buffer("coef", extrapolation_weights(H).float())
         # grid scales: p mean, p std, r_hat std, dr std, dp std; output std per h
         self.register_buffer("grid_scales", torch.ones(5))
@@ -166,7 +155,7 @@ class SyncNet(nn.Module):
         h : (B,) long, number of past steps available (0 ... H).
         frac : (B, Na, 3) fractional positions at step t.
         species : (Na,) long, species index of each atom.
-        D_hist : (B, H, Na, nD) packed PAW matrices at steps t-1 ... t-H.
+        D_hist : (B, H, Na, nD) packed padded PAW matrices at steps t-1 ... t-H.
         band : (N1, N2, N3 // 2 + 1) bool, optional
             Plane waves the density may contain (:func:`ase_ldm.sync.prior.band_mask`); the CNN's
             correction is projected onto them, so it adds nothing where GPAW's density has nothing.
@@ -174,7 +163,7 @@ class SyncNet(nn.Module):
         Returns
         -------
         nt : (B, N1, N2, N3) e/Angstrom^3
-        D : (B, Na, nD) packed PAW matrices
+        D : (B, Na, nD) packed padded PAW matrices (zero where a species has no entry)
         """
         H = self.history
         B = p.shape[0]
@@ -222,4 +211,4 @@ class SyncNet(nn.Module):
         d_in.append(valid[:, None, :].expand(-1, Na, -1))
         d_in.append(F.one_hot(species, self.n_species).to(p.dtype)[None].expand(B, -1, -1))
         D = D_hat + self.D_out_scale[h][:, None, :] * self.d_head(torch.cat(d_in, -1))
-        return nt, D
+        return nt, D * self.D_mask[species].to(D.dtype)

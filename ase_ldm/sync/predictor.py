@@ -4,7 +4,7 @@ Example::
 
     pred = ase_ldm.load("li16-800K-sync")
     pred.observe(positions, nt, D, numbers, cell)   # converged step: (Na, 3) A, (N1, N2, N3) e/A^3,
-                                                    # (Na, ni, ni), (Na,), (3, 3) A
+                                                    # per atom (ni_a, ni_a), (Na,), (3, 3) A
     nt_next, D_next = pred.predict(new_positions, numbers, cell, nt.shape)
 
 Without observed history the prediction is a cold start from the atoms alone. The model runs on
@@ -29,9 +29,10 @@ from ..core.device import resolve_device
 from ..core.fourier import band_mask
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from .config import SyncConfig
-from .net import SyncNet, pack_D, unpack_D
+from .layout import PAWLayout, pack_D, unpack_D
+from .net import SyncNet
 from .prior import PriorEvaluator, RadialPrior
-from .symmetry import symmetry_ops, transform_D
+from .symmetry import symmetry_ops
 
 __all__ = ["SyncPredictor"]
 
@@ -100,10 +101,10 @@ class SyncPredictor:
         try:
             prior = RadialPrior.from_dict(meta["prior"])
             cfg = from_dict(SyncConfig, meta["sync_config"])
-            ni = int(meta["ni"])
+            layout = PAWLayout.from_meta(meta, prior.numbers)
             spacing = np.asarray(meta["grid_spacing"], dtype=float)
             dt = meta.get("timestep_fs")
-            ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and 0 < ni <= 64
+            ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and layout.ni_max <= 64
                   and (dt is None or float(dt) > 0) and 0 < cfg.history <= 16 and 0 < len(cfg.dilations) <= 64
                   and 0 < cfg.channels <= 4096 and 0 < cfg.d_hidden <= 65536 and 1 <= cfg.coarsen <= 8)
         except (KeyError, TypeError, ValueError, AseLdmError) as err:
@@ -111,7 +112,7 @@ class SyncPredictor:
         if not ok:
             raise CheckpointError(f"{run}/model.json describes an impossible model (grid spacing, projectors, "
                                   "timestep or network size); the file is damaged")
-        model = build_model(run, meta, lambda: SyncNet(cfg, len(prior.numbers), ni))
+        model = build_model(run, meta, lambda: SyncNet(cfg, layout))
         return cls(model, prior, meta, resolve_device(device), None, options.get("symmetry_average", 1))
 
     # -- the registry's protocol (:class:`ase_ldm.core.registry.DensityModel`) ---------------
@@ -158,12 +159,13 @@ class SyncPredictor:
             return
         self.check_setup(numbers, cell, grid)
         self._evaluator = PriorEvaluator(self.prior, numbers, cell, grid, dtype=torch.float64).to(self.device)
-        self._species = torch.as_tensor(self.prior.species_index(np.asarray(numbers)), device=self.device)
+        self._species_np = self.prior.species_index(np.asarray(numbers))
+        self._species = torch.as_tensor(self._species_np, device=self.device)
         self._inv_cell = np.linalg.inv(np.asarray(cell, float))
         self.band = self.band_for(cell, grid)
         self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
         if self.symmetry_average > 1:
-            if self.meta.get("l_i") is None:
+            if self.model.layout.l_i is None:
                 raise ModelMismatch("this model.json lacks the projectors' angular momenta (l_i); "
                                  "symmetry averaging needs them")
             if len(self._ops) < self.symmetry_average:
@@ -202,7 +204,8 @@ class SyncPredictor:
         positions : (Na, 3) Angstrom
         nt : (N1, N2, N3) spin-summed pseudo-density, e/Angstrom^3 (GPAW's smooth ``nt``,
             positive; not the compensated density)
-        D : (Na, ni, ni) spin-paired PAW matrices
+        D : per atom, the spin-paired (ni_a, ni_a) PAW matrix (an (Na, ni, ni) array when every
+            atom has the same projector count)
         numbers : (Na,) atomic numbers; cell : (3, 3) Angstrom
         """
         positions = np.asarray(positions, float)
@@ -217,11 +220,8 @@ class SyncPredictor:
                                "electrons/Bohr^3)")
         if D is None:
             raise InvalidInput("the synchronised model needs the PAW matrices D of every observed step")
-        D = np.asarray(D)
-        if D.shape != (len(positions), self.model.ni, self.model.ni) or not np.all(np.isfinite(D)):
-            raise InvalidInput(f"D must be a finite array of shape {(len(positions), self.model.ni, self.model.ni)}, "
-                               f"got {D.shape}")
         self._prepare(numbers, cell, nt.shape)
+        D = self.model.layout.pad(D, self._species_np)
         p = self.prior_density(positions)
         r = torch.as_tensor(nt, dtype=torch.float64, device=self.device).float() - p
         Dp = pack_D(torch.as_tensor(D, dtype=torch.float32, device=self.device))
@@ -230,7 +230,8 @@ class SyncPredictor:
     @torch.no_grad()
     def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray,
                 grid: tuple[int, int, int], *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The density (N1, N2, N3) e/Angstrom^3 and PAW matrices (Na, ni, ni) at ``positions``."""
+        """The density (N1, N2, N3) e/Angstrom^3 and the PAW matrices at ``positions``: a list of
+        spin-paired (ni_a, ni_a) arrays, one per atom (ni_a: its species' projector count)."""
         positions = np.asarray(positions, float)
         if positions.ndim != 2 or positions.shape[1] != 3 or not np.all(np.isfinite(positions)):
             raise InvalidInput(f"positions must be a finite (Na, 3) array, got shape {positions.shape}")
@@ -248,14 +249,13 @@ class SyncPredictor:
         r_hist = torch.stack([x[2] for x in past])
         D_hist = torch.stack([x[3] for x in past])
         ops = self._ops[: self.symmetry_average] if self.symmetry_average > 1 else [None]
-        l_i = self.meta.get("l_i")
-        ni = self.model.ni
+        layout = self.model.layout
 
         def fwd(op: Any, x: torch.Tensor) -> torch.Tensor:
             return x if op is None else op.grid(x)
 
         def fwd_D(op: Any, D: torch.Tensor) -> torch.Tensor:
-            return D if op is None else pack_D(transform_D(unpack_D(D, ni), op, l_i))
+            return D if op is None else layout.transform(D, op, self._species_np)
 
         nt, D = self.model(torch.stack([fwd(op, p) for op in ops]), torch.stack([fwd(op, p_hist) for op in ops]),
                            torch.stack([fwd(op, r_hist) for op in ops]),
@@ -266,4 +266,5 @@ class SyncPredictor:
         nt = torch.stack([fwd(i, x) for i, x in zip(inv, nt)]).mean(0)
         D = torch.stack([fwd_D(i, x) for i, x in zip(inv, D)]).mean(0)
         nt = torch.clamp(nt, min=1e-10)
-        return nt.double().cpu().numpy(), unpack_D(D.double(), ni).cpu().numpy()
+        return nt.double().cpu().numpy(), layout.unpad(unpack_D(D.double(), layout.ni_max).cpu().numpy(),
+                                                       self._species_np)

@@ -14,27 +14,45 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import DatasetError, InvalidInput
+from .layout import PAWLayout, pack_D
 from .prior import PriorEvaluator, RadialPrior
-from .symmetry import SymmetryOp, projector_l, transform_D
+from .symmetry import SymmetryOp, projector_l
 
-__all__ = ["SyncSeries", "series_from_arrays", "series_from_dataset", "save_pack", "load_pack", "D_layout"]
+__all__ = ["SyncSeries", "series_from_arrays", "series_from_dataset", "save_pack", "load_pack", "layout_from_D"]
 
 PACK_FORMAT = "ase_ldm.syncpack"
 
 
-def D_layout(D_asii: list[np.ndarray]) -> int:
-    """The common projector count ni of per-atom (S, ni, ni) matrices; refuses mixed counts."""
-    sizes = {int(np.shape(D)[-1]) for D in D_asii}
-    if len(sizes) != 1:
-        raise DatasetError(f"the synchronised model needs the same projector count on every atom, got {sorted(sizes)}")
-    return sizes.pop()
+def layout_from_D(prior: RadialPrior, numbers: np.ndarray, D_aii: Sequence[Any],
+                  l_i: dict[int, list[int]] | None = None) -> PAWLayout:
+    """The :class:`PAWLayout` of the prior's species from one frame's per-atom (ni_a, ni_a)
+    matrices; refuses species whose atoms differ in their projector counts."""
+    species = prior.species_index(numbers)
+    ni: dict[int, set[int]] = {}
+    for D, s in zip(D_aii, species):
+        ni.setdefault(int(s), set()).add(int(np.shape(D)[-1]))
+    bad = {prior.numbers[s]: sorted(n) for s, n in ni.items() if len(n) > 1}
+    if bad:
+        raise DatasetError(f"atoms of one element carry different projector counts {bad}; record the whole "
+                           "trajectory with one set of PAW setups")
+    absent = [z for s, z in enumerate(prior.numbers) if s not in ni]
+    if absent:
+        raise DatasetError(f"the prior knows elements {absent} that no atom of the data has")
+    counts = tuple(ni[s].pop() for s in range(len(prior.numbers)))
+    ls = None
+    if l_i is not None and all(z in l_i for z in prior.numbers):
+        ls = tuple(tuple(l_i[z]) for z in prior.numbers)
+        if [len(x) for x in ls] != list(counts):
+            ls = None  # setups other than GPAW's defaults: the angular momenta are unknown
+    return PAWLayout(tuple(prior.numbers), counts, ls)
 
 
 @dataclass
@@ -48,8 +66,8 @@ class SyncSeries:
     numbers : (Na,) atomic numbers
     p : (T, N1, N2, N3) float32 prior, e/Angstrom^3
     r : (T, N1, N2, N3) float32 residual ``nt - p``
-    D : (T, Na, nD) float32 packed spin-paired PAW matrices
-    ni : projector count
+    D : (T, Na, nD) float32 packed spin-paired PAW matrices, zero-padded (:mod:`ase_ldm.sync.layout`)
+    layout : the species' projector counts and angular momenta
     """
 
     positions: np.ndarray
@@ -58,8 +76,7 @@ class SyncSeries:
     p: torch.Tensor
     r: torch.Tensor
     D: torch.Tensor
-    ni: int
-    l_i: list[int] | None = None
+    layout: PAWLayout
 
     def __len__(self) -> int:
         return self.p.shape[0]
@@ -69,18 +86,23 @@ class SyncSeries:
         return tuple(self.p.shape[1:])
 
     @property
+    def species(self) -> np.ndarray:
+        """(Na,) species index of each atom (the prior's and the layout's order)."""
+        return self.layout.species_index(self.numbers)
+
+    @property
     def frac(self) -> torch.Tensor:
         f = self.positions @ np.linalg.inv(self.cell)
         return torch.as_tensor(f, dtype=torch.float32, device=self.p.device)
 
     def to(self, device: Any) -> SyncSeries:
         return SyncSeries(self.positions, self.cell, self.numbers, self.p.to(device), self.r.to(device),
-                          self.D.to(device), self.ni, self.l_i)
+                          self.D.to(device), self.layout)
 
     def subset(self, stop: int) -> SyncSeries:
         """Frames ``[0, stop)``."""
         return SyncSeries(self.positions[:stop], self.cell, self.numbers, self.p[:stop], self.r[:stop],
-                          self.D[:stop], self.ni, self.l_i)
+                          self.D[:stop], self.layout)
 
     def batch(self, t: torch.Tensor, h: torch.Tensor, reverse: torch.Tensor, history: int,
               frac: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -100,8 +122,7 @@ class SyncSeries:
 
     def augment(self, b: dict[str, torch.Tensor], ops: list[SymmetryOp]) -> dict[str, torch.Tensor]:
         """Apply ``ops[i]`` to sample i of a batch (grids, positions and PAW matrices)."""
-        from .net import pack_D, unpack_D
-
+        species = self.species
         out: dict[str, list[torch.Tensor]] = {k: [] for k in b}
         for i, op in enumerate(ops):
             for k, v in b.items():
@@ -111,14 +132,23 @@ class SyncSeries:
                 elif k == "frac":
                     x = op.frac(x)
                 elif k in ("D", "D_hist"):
-                    x = pack_D(transform_D(unpack_D(x, self.ni), op, self.l_i))
+                    x = self.layout.transform(x, op, species)
                 out[k].append(x)
         return {k: torch.stack(v) for k, v in out.items()}
 
 
 def series_from_arrays(prior: RadialPrior, positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray,
-                       nt: Any, D: np.ndarray, *, chunk: int = 50) -> SyncSeries:
-    """Build a series; ``nt`` is (T, N1, N2, N3) (array or lazily sliced), ``D`` (T, Na, ni, ni)."""
+                       nt: Any, D: Sequence[Sequence[Any]], *, l_i: dict[int, list[int]] | None = None,
+                       chunk: int = 50) -> SyncSeries:
+    """Build a series.
+
+    Parameters
+    ----------
+    nt : (T, N1, N2, N3), an array or lazily sliced, e/Angstrom^3
+    D : per frame, per atom the spin-paired (ni_a, ni_a) matrix; a (T, Na, ni, ni) array when
+        every atom has the same projector count
+    l_i : projector angular momenta by atomic number (:func:`~ase_ldm.sync.symmetry.projector_l`)
+    """
     positions = np.asarray(positions, np.float64)
     T = positions.shape[0]
     grid = tuple(nt[0].shape)
@@ -133,11 +163,16 @@ def series_from_arrays(prior: RadialPrior, positions: np.ndarray, cell: np.ndarr
             raise DatasetError(f"frames {s}-{e - 1}: the density contains NaN or inf")
         p[s:e] = pp.float()
         r[s:e] = (n - pp).float()
-    D = np.asarray(D, np.float64)
-    from .net import pack_D
-
+    if len(D) != T:
+        raise DatasetError(f"{len(D)} frames of PAW matrices for {T} frames of positions")
+    layout = layout_from_D(prior, numbers, D[0], l_i)
+    species = layout.species_index(numbers)
+    try:
+        padded = np.stack([layout.pad(D_t, species) for D_t in D])
+    except InvalidInput as err:
+        raise DatasetError(f"PAW matrices: {err}") from None
     return SyncSeries(positions, np.asarray(cell, np.float64), np.asarray(numbers), p, r,
-                      pack_D(torch.as_tensor(D)).float(), int(D.shape[-1]))
+                      pack_D(torch.as_tensor(padded)).float(), layout)
 
 
 def series_from_dataset(ds: Any, prior: RadialPrior, start: int = 0, stop: int | None = None) -> SyncSeries:
@@ -152,11 +187,7 @@ def series_from_dataset(ds: Any, prior: RadialPrior, start: int = 0, stop: int |
     for i in (start, stop - 1):
         if not np.allclose(ds.cell(i), cell):
             raise DatasetError(f"{ds.path}: the cell changes along the trajectory; the model needs a fixed cell")
-    Ds = []
-    for i in range(start, stop):
-        D_asii = ds.D_asii(i)
-        D_layout(D_asii)
-        Ds.append(np.stack([np.asarray(D)[0] for D in D_asii]))
+    Ds = [[np.asarray(D)[0] for D in ds.D_asii(i)] for i in range(start, stop)]
 
     class _NT:
         def __getitem__(self, s: Any) -> np.ndarray:
@@ -165,10 +196,9 @@ def series_from_dataset(ds: Any, prior: RadialPrior, start: int = 0, stop: int |
             return ds.nt(start + s)[0]
 
     positions = ds.array("positions", start, stop)
-    series = series_from_arrays(prior, positions, cell, ds.numbers, _NT(), np.stack(Ds))
     xc = ds.attrs.get("xc", "PBE")
-    series.l_i = projector_l(ds.numbers, xc if isinstance(xc, str) else "PBE")
-    return series
+    l_i = projector_l(ds.numbers, xc if isinstance(xc, str) else "PBE")
+    return series_from_arrays(prior, positions, cell, ds.numbers, _NT(), Ds, l_i=l_i)
 
 
 def save_pack(path: str | os.PathLike, series: SyncSeries, prior: RadialPrior, attrs: dict[str, Any]) -> None:
@@ -180,9 +210,9 @@ def save_pack(path: str | os.PathLike, series: SyncSeries, prior: RadialPrior, a
 
     with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as fd:
         np.savez(fd, format=np.array(PACK_FORMAT), r_q=q, r_scale=scale, positions=series.positions,
-                 cell=series.cell, numbers=series.numbers, D=series.D.numpy(), ni=np.array(series.ni),
+                 cell=series.cell, numbers=series.numbers, D=series.D.numpy(),
                  prior=np.array(json.dumps(prior.to_dict())), attrs=np.array(json.dumps(attrs)),
-                 l_i=np.array(json.dumps(series.l_i)))
+                 layout=np.array(json.dumps(series.layout.to_meta())))
 
 
 def load_pack(path: str | os.PathLike) -> tuple[SyncSeries, RadialPrior, dict[str, Any]]:
@@ -194,12 +224,16 @@ def load_pack(path: str | os.PathLike) -> tuple[SyncSeries, RadialPrior, dict[st
         prior = RadialPrior.from_dict(json.loads(str(z["prior"])))
         q, scale = z["r_q"], z["r_scale"]
         positions, cell, numbers = z["positions"], z["cell"], z["numbers"]
-        D, ni, attrs = z["D"], int(z["ni"]), json.loads(str(z["attrs"]))
-        l_i = json.loads(str(z["l_i"])) if "l_i" in z else None
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        D, attrs = z["D"], json.loads(str(z["attrs"]))
+        if "layout" in z:
+            layout = PAWLayout.from_meta(json.loads(str(z["layout"])), prior.numbers)
+        else:  # packs before several species: one projector count, one list of angular momenta
+            layout = PAWLayout.from_meta({"ni": int(z["ni"]),
+                                          "l_i": json.loads(str(z["l_i"])) if "l_i" in z else None}, prior.numbers)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, InvalidInput) as err:
         raise DatasetError(f"{path}: not a readable sync pack ({err}); rebuild it with "
                            "tools/pack_sync_data.py") from None
     ev = PriorEvaluator(prior, numbers, cell, q.shape[1:], dtype=torch.float64)
     p = torch.cat([ev(torch.as_tensor(positions[s:s + 50])).float() for s in range(0, len(q), 50)])
     r = torch.as_tensor(q.astype(np.float32) * scale[:, None, None, None].astype(np.float32))
-    return SyncSeries(positions, cell, numbers, p, r, torch.as_tensor(D), ni, l_i), prior, attrs
+    return SyncSeries(positions, cell, numbers, p, r, torch.as_tensor(D), layout), prior, attrs

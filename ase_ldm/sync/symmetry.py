@@ -20,19 +20,19 @@ from ..errors import InvalidInput
 __all__ = ["SymmetryOp", "symmetry_ops", "projector_l", "projector_rotation", "can_rotate", "transform_D"]
 
 
-def projector_l(numbers: np.ndarray, xc: str = "PBE") -> list[int] | None:
-    """Angular momentum of each projector of the PAW matrices (GPAW's setups), or None when
-    GPAW is unavailable or the species differ in their projectors."""
+def projector_l(numbers: np.ndarray, xc: str = "PBE") -> dict[int, list[int]] | None:
+    """Angular momentum of each projector of each species' PAW matrices (GPAW's setups), by
+    atomic number, or None when GPAW is unavailable."""
     try:
         from ase.data import chemical_symbols
         from gpaw.setup import create_setup
     except ImportError:
         return None
-    ls = set()
+    out = {}
     for z in sorted({int(z) for z in numbers}):
         setup = create_setup(chemical_symbols[z], xc)
-        ls.add(tuple(ell for ell in setup.l_j for _ in range(2 * ell + 1)))
-    return list(ls.pop()) if len(ls) == 1 else None
+        out[z] = [ell for ell in setup.l_j for _ in range(2 * ell + 1)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from .config import SyncTrainConfig
 from .net import SyncNet, extrapolation_weights
 from .prior import RadialPrior, band_limit, fit_radial_prior
 from .series import SyncSeries, load_pack, series_from_dataset
-from .symmetry import can_rotate, symmetry_ops
+from .symmetry import symmetry_ops
 
 __all__ = ["load_series", "set_scales", "train_sync", "evaluate_series", "SYNC_KIND"]
 
@@ -86,20 +86,27 @@ def set_scales(model: SyncNet, series: SyncSeries, species: torch.Tensor, ops: l
     model.grid_scales.copy_(torch.tensor([p.mean(), p.std(), extrap(r, H).std() + eps,
                                           (r[1:] - r[:-1]).std() + eps, (p[1:] - p[:-1]).std() + eps]))
     model.out_scale.copy_(torch.stack([(r[t] - extrap(r, h)).std() for h in range(H + 1)]) + eps)
+    sp = species.cpu()
     for s in range(model.n_species):
-        mean = D[:, species.cpu() == s].mean((0, 1))
+        mean = D[:, sp == s].mean((0, 1))
         if ops:
-            from .net import pack_D, unpack_D
-            from .symmetry import transform_D
-
-            full = unpack_D(mean, model.ni)
-            mean = pack_D(sum(transform_D(full, op, series.l_i) for op in ops) / len(ops))
+            ss = np.full(1, s)
+            mean = sum(series.layout.transform(mean[None], op, ss)[0] for op in ops) / len(ops)
         model.D_mean[s] = mean.float()
-    D_mean = model.D_mean.double()[species.cpu()]
-    dD = (D - D_mean).reshape(-1, model.nD)
-    model.D_scales[0] = dD.std(0) + 1e-8
-    model.D_scales[1] = (D[1:] - D[:-1]).reshape(-1, model.nD).std(0) + 1e-8
-    outs = [(D[t] - (extrap(D, h) if h else D_mean)).reshape(-1, model.nD).std(0) for h in range(H + 1)]
+    D_mean = model.D_mean.double()[sp]
+    # statistics of each packed entry over the atoms that have it
+    have = model.D_mask.double()[sp].bool()  # (Na, nD)
+
+    def entry_std(x: torch.Tensor) -> torch.Tensor:  # x: (T', Na, nD) -> (nD,)
+        x = x.reshape(-1, model.nD)
+        m = have.repeat(x.shape[0] // have.shape[0], 1)
+        n = m.sum(0).clamp(min=2)
+        mu = (x * m).sum(0) / n
+        return torch.sqrt((((x - mu) * m) ** 2).sum(0) / (n - 1))
+
+    model.D_scales[0] = entry_std(D - D_mean) + 1e-8
+    model.D_scales[1] = entry_std(D[1:] - D[:-1]) + 1e-8
+    outs = [entry_std(D[t] - (extrap(D, h) if h else D_mean)) for h in range(H + 1)]
     model.D_out_scale.copy_(torch.stack(outs) + 1e-8)
 
 
@@ -116,7 +123,8 @@ def _losses(model: SyncNet, b: dict[str, torch.Tensor], species: torch.Tensor,
     nt, D = model(b["p"], b["p_hist"], b["r_hist"], b["h"], b["frac"], species, b["D_hist"], band)
     h = b["h"]
     l_nt = (((nt - b["nt"]) / model.out_scale[h][:, None, None, None]) ** 2).mean()
-    l_D = (((D - b["D"]) / model.D_out_scale[h][:, None, :]) ** 2).mean()
+    have = model.D_mask[species][None].to(D.dtype)  # entries that exist for each atom's species
+    l_D = ((((D - b["D"]) / model.D_out_scale[h][:, None, :]) ** 2) * have).sum() / (have.sum() * D.shape[0])
     return {"nt": l_nt, "D": l_D}
 
 
@@ -189,9 +197,9 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
                          f"record more frames or lower val_frames")
     species = torch.as_tensor(prior.species_index(series.numbers), device=device)
     torch.manual_seed(cfg.seed)
-    model = SyncNet(cfg.model, len(prior.numbers), series.ni)
+    model = SyncNet(cfg.model, series.layout)
     ops = symmetry_ops(series.cell, series.grid) if cfg.augment else []
-    if ops and not can_rotate(series.l_i):
+    if ops and not series.layout.can_rotate:
         log.warning("no augmentation: the projectors' angular momenta are unknown, or include l > 1 without GPAW")
         ops = []
     fit = series.subset(n_fit)
@@ -214,9 +222,9 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     else:
         save_run_config(run, cfg, data_path, {"n_train": n_train})
     meta_base = {
-        "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), "ni": series.ni,
+        "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), **series.layout.to_meta(),
         "grid": list(series.grid), "cell": series.cell.tolist(), "numbers": series.numbers.tolist(),
-        "augmentation_ops": len(ops), "band_limit": g_max, "l_i": series.l_i,
+        "augmentation_ops": len(ops), "band_limit": g_max,
         "grid_spacing": (np.linalg.norm(series.cell, axis=1) / np.array(series.grid)).tolist(),
         "timestep_fs": attrs.get("timestep_fs"), "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
         "dataset": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))},

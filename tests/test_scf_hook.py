@@ -22,12 +22,14 @@ GPAW_KW = dict(mode={"name": "pw", "ecut": 200.0}, xc="PBE", kpts=(1, 1, 1),
                occupations={"name": "fermi-dirac", "width": 0.1}, txt=None)
 
 
-def md_run(provider, steps=5, wfs_extrapolation=-1):
+def md_run(provider, steps=5, wfs_extrapolation=-1, magmoms=None, **gpaw_kw):
     from ase.md.velocitydistribution import thermalize_momenta
 
     atoms = li2(rattle=0.1, seed=2)
     thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
-    atoms.calc = GuidedGPAW(provider, wfs_extrapolation=wfs_extrapolation, **GPAW_KW)
+    if magmoms is not None:
+        atoms.set_initial_magnetic_moments(magmoms)
+    atoms.calc = GuidedGPAW(provider, wfs_extrapolation=wfs_extrapolation, **{**GPAW_KW, **gpaw_kw})
     dyn = VelocityVerlet(atoms, 2 * units.fs)
     out = {"it": [], "E": [], "F": []}
     dyn.attach(lambda: (out["it"].append(atoms.calc.get_number_of_iterations()),
@@ -106,6 +108,34 @@ def test_spin_polarised_run_needs_a_spin_provider():
     atoms.positions[0] += 0.05
     with pytest.raises(UnsupportedSetup, match="spin"):
         atoms.get_potential_energy()
+
+
+def test_spin_polarised_md_keeps_gpaw_answer_with_physics_and_model_guesses(trained_sync):
+    """Spin-polarised Li2 (initial moments 0.5): the spin-paired model serves the total density and
+    the magnetisation is extrapolated; GPAW's energies and forces are unchanged."""
+    from ase_ldm.core.registry import load
+    from ase_ldm.scf.providers import ModelProvider
+
+    spin = dict(magmoms=[0.5, 0.5], spinpol=True, steps=4)
+    ref = md_run("gpaw", **spin)
+    model = ModelProvider(load(trained_sync[0], device="cpu"))
+    for provider in ("sad-extrapolate", model):
+        run = md_run(provider, **spin)
+        np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
+        np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+    guess = model.predict(li2(rattle=0.1, seed=2))
+    assert guess[0].shape[0] == 2 and [D.shape[0] for D in guess[1]] == [2, 2]
+
+
+def test_k_point_md_keeps_gpaw_answer_with_extrapolated_wave_functions():
+    """kpts=(2, 2, 2) (8 k-points, complex wave functions): the density guess and the wave-function
+    extrapolation of every k-point leave GPAW's answer unchanged."""
+    kp = dict(kpts=(2, 2, 2), steps=4)
+    ref = md_run("gpaw", **kp)
+    run = md_run("sad-extrapolate", wfs_extrapolation=2, **kp)
+    np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+    assert np.mean(run["it"][3:]) < np.mean(ref["it"][3:])
 
 
 def test_unknown_provider_is_a_clear_error(gpaw_li2):

@@ -294,7 +294,10 @@ def _make_guided_class():
             if getattr(self.provider, "cold_start", False):
                 t0 = time.perf_counter()
                 builder = self.params.dft_component_builder(atoms, log=self.log, comm=self.log.comm)
-                guess = self.provider.predict(atoms, grid=tuple(int(n) for n in builder.grid.size))
+                # a spin-polarised run starts from GPAW's initial magnetic moments, which no
+                # spin-paired model knows
+                guess = (self.provider.predict(atoms, grid=tuple(int(n) for n in builder.grid.size))
+                         if builder.ncomponents == 1 else None)
                 if guess is not None:
                     start_from_density(self, atoms, *guess, builder=builder,
                                        fixed_density_steps=self.cold_fixed_steps)

@@ -169,7 +169,13 @@ class ModelProvider:
     model's history (fewer steps at the start of a run). A model that predicts no PAW matrices
     (the paper's latent model) gets them extrapolated quadratically. A model that needs no
     history (``min_history == 0``) also guesses the first SCF of a calculation (``cold_start``).
-    Spin-paired calculations only; predictions are deterministic (``seed`` before each one).
+    Predictions are deterministic (``seed`` before each one).
+
+    The models are spin-paired. In a spin-polarised run the model serves the total density and
+    PAW matrices (spins summed), and the magnetisation (up minus down, density and D) is
+    extrapolated quadratically from the converged steps: each channel gets (total +- magnetisation)
+    / 2, so a run without magnetisation gets half the total in each. The first SCF of a
+    spin-polarised run is GPAW's own (its initial magnetic moments), not a cold start.
     """
 
     def __init__(self, model: Any, cold_start: bool = True, seed: int = 0) -> None:
@@ -178,18 +184,26 @@ class ModelProvider:
         self.cold_start = cold_start and model.min_history == 0
         self.seed = seed
         self.D = Extrapolate(2)
+        self.magnetisation: deque[Guess] = deque(maxlen=3)  # (n_up - n_down, D_up - D_down), newest first
         self._observed = 0
         self._grid: tuple[int, int, int] | None = None
+        self._nspins: int | None = None
 
     def observe(self, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
-        if np.shape(nt_sR)[0] != 1:
-            raise UnsupportedSetup("the density models are spin-paired; use an extrapolation provider for a "
-                                   "spin-polarised run")
-        self._grid = tuple(np.shape(nt_sR)[1:])
-        D_aii = [np.asarray(D)[0] for D in D_asii]
-        self.model.observe(atoms.positions, np.asarray(nt_sR)[0], D_aii, atoms.numbers, atoms.cell[:])
+        nt_sR = np.asarray(nt_sR, np.float64)
+        nspins = nt_sR.shape[0]
+        if nspins not in (1, 2):
+            raise UnsupportedSetup(f"{nspins} density components: the density models serve spin-paired and "
+                                   "collinear spin-polarised runs; use an extrapolation provider")
+        self._grid = tuple(nt_sR.shape[1:])
+        D_aii = [np.asarray(D, np.float64).sum(0) for D in D_asii]  # spins summed
+        self.model.observe(atoms.positions, nt_sR.sum(0), D_aii, atoms.numbers, atoms.cell[:])
         if not self.model.predicts_D:
             self.D.observe(atoms, nt_sR, D_asii)
+        if nspins == 2:
+            self.magnetisation.appendleft((nt_sR[0] - nt_sR[1], [np.asarray(D)[0] - np.asarray(D)[1]
+                                                                  for D in D_asii]))
+        self._nspins = nspins
         self._observed += 1
 
     def predict(self, atoms: Atoms, grid: tuple[int, int, int] | None = None) -> Guess | None:
@@ -197,13 +211,21 @@ class ModelProvider:
         if grid is None or self._observed < self.model.min_history:
             return None
         nt, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], grid, seed=self.seed)
-        D_asii = self.D.predict(atoms)[1] if D is None else [D_a[None] for D_a in D]
-        return nt[None], D_asii
+        if D is None:
+            D_asii = self.D.predict(atoms)[1]
+            D = [np.asarray(D_sii).sum(0) for D_sii in D_asii]
+        if self._nspins != 2:
+            return nt[None], [np.asarray(D_a)[None] for D_a in D]
+        m, Dm = _extrapolate(self.magnetisation, 2)
+        nt_sR = np.maximum(np.stack([nt + m, nt - m]) / 2, 1e-10)
+        return nt_sR, [np.stack([D_a + Dm_a, D_a - Dm_a]) / 2 for D_a, Dm_a in zip(D, Dm)]
 
     def reset(self) -> None:
         self.model.reset()
         self.D.reset()
+        self.magnetisation.clear()
         self._observed = 0
+        self._nspins = None
 
 
 class AutoProvider:

@@ -52,3 +52,28 @@ def test_scf_bench_refuses_a_bad_thread_count(recorded):
 
     with pytest.raises(InvalidInput, match="threads"):
         scf_bench(recorded, 1, 1, ["previous"], threads=0)
+
+
+def test_scf_bench_mode_runs_lcao_on_the_dataset_grid(recorded, tmp_path):
+    """--mode lcao: the PW dataset's MD is rerun in LCAO (dzp) on its grid; a +wfsK spec is refused
+    before any GPAW work."""
+    import json
+
+    from ase_ldm.cli.main import main
+    from ase_ldm.errors import UnsupportedSetup
+    from ase_ldm.scf.bench import scf_bench
+
+    out = tmp_path / "lcao.json"
+    assert main(["scf-bench", str(recorded), "--frame", "1", "--steps", "2", "--provider", "sad-extrapolate",
+                 "--mode", "lcao", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "lcao"
+    for p in res["providers"].values():
+        assert p["max_energy_diff_eV"] < 1e-4 and len(p["iterations"]) == 2
+    # the mode really changes: LCAO's dzp basis gives another energy than the dataset's PW(200)
+    from ase_ldm.scf.bench import run_provider
+
+    energies = [run_provider(recorded, 1, 0, "gpaw", mode=m)["cold_start"]["energy_eV"] for m in (None, "lcao")]
+    assert abs(energies[0] - energies[1]) > 1e-2
+    with pytest.raises(UnsupportedSetup, match="LCAO"):
+        scf_bench(recorded, 1, 1, ["sad-extrapolate+wfs2"], mode="lcao")

@@ -29,6 +29,8 @@ class CLICommand:
         p.add_argument("--provider", action="append", default=[], help="provider name, or NAME+wfsK (repeatable)")
         p.add_argument("--device", default="cpu", help="device for model providers")
         p.add_argument("--threads", type=int, help="run each provider in a fresh process with this many threads")
+        p.add_argument("--mode", choices=["pw", "lcao", "fd"],
+                       help="GPAW mode on the dataset's grid (default: the dataset's; lcao uses the dzp basis)")
         p.add_argument("--json", help="write the results here")
 
     @staticmethod
@@ -36,7 +38,7 @@ class CLICommand:
         from ..scf.bench import scf_bench
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
-                        device=args.device, json_out=args.json, threads=args.threads)
+                        device=args.device, json_out=args.json, threads=args.threads, mode=args.mode)
         print(f"{'provider':<30}{'iter/step':>10}{'s/step':>9}{'guess':>7}{'cold':>6}{'max dE (eV)':>13}"
               f"{'max dF (eV/A)':>15}{'threads':>8}")
         for name, r in out["providers"].items():

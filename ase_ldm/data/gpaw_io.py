@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
-from ..errors import DatasetError
+from ..errors import DatasetError, InvalidInput
 from .schema import Frame
 
 __all__ = [
@@ -188,16 +188,20 @@ def nt_from_compensated(calc: Any, n_sR: np.ndarray, D_asii: list[np.ndarray]) -
     return n_sR - ghat_sR
 
 
-def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int], txt: str | None = None) -> Any:
+def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int], txt: str | None = None,
+                               mode: str | None = None) -> Any:
     """An (unconverged) GPAW calculator with a dataset's settings, on exactly its grid.
 
     Uses the provenance attributes ``ecut_eV``, ``xc``, ``kpts`` and ``smearing``; ``gpts`` is
-    set to ``grid`` so densities line up point for point.
+    set to ``grid`` so densities line up point for point. ``mode`` overrides the dataset's
+    plane-wave mode: ``'lcao'`` (GPAW's ``dzp`` basis) or ``'fd'``, on the same grid.
     """
     from gpaw import GPAW, PW
 
     if attrs.get("mode", "pw") not in ("pw", "PW") and not str(attrs.get("mode", "")).startswith("PW"):
         raise DatasetError(f"dataset mode {attrs.get('mode')!r}: only plane-wave (pw) data are supported")
+    if mode not in (None, "pw", "lcao", "fd"):
+        raise InvalidInput(f"mode {mode!r}: choose pw, lcao or fd")
     if "ecut_eV" not in attrs:
         raise DatasetError("dataset has no 'ecut_eV' attribute; cannot rebuild its GPAW settings")
     kpts = attrs.get("kpts", [1, 1, 1])
@@ -210,7 +214,9 @@ def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int]
             width = float(tok)
         except ValueError:
             pass
-    return GPAW(mode=PW(float(attrs["ecut_eV"])), xc=str(attrs.get("xc", "PBE")), kpts=kpts,
+    modes = {None: {"mode": PW(float(attrs["ecut_eV"]))}, "pw": {"mode": PW(float(attrs["ecut_eV"]))},
+             "lcao": {"mode": "lcao", "basis": "dzp"}, "fd": {"mode": "fd"}}
+    return GPAW(**modes[mode], xc=str(attrs.get("xc", "PBE")), kpts=kpts,
                 gpts=tuple(int(n) for n in grid), occupations={"name": "fermi-dirac", "width": width},
                 symmetry="off", txt=txt)
 

@@ -37,11 +37,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
-                 txt: str | None = None) -> dict[str, Any]:
+                 txt: str | None = None, mode: str | None = None) -> dict[str, Any]:
     """One guided NVE run; per-step iterations, seconds, energies and forces.
 
     ``provider`` is a provider name, optionally with ``+wfsK``: the wave functions are then
-    extrapolated in time with order K (:func:`ase_ldm.scf.hook.parse_spec`).
+    extrapolated in time with order K (:func:`ase_ldm.scf.hook.parse_spec`). ``mode`` (pw, lcao,
+    fd) overrides the dataset's mode on the same grid
+    (:func:`ase_ldm.data.gpaw_io.calculator_from_provenance`).
     """
     from ..data.gpaw_io import calculator_from_provenance
     from .hook import guided_gpaw, parse_spec
@@ -52,7 +54,7 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
         if not ds.has("velocities"):
             raise DatasetError(f"{data}: no velocities stored; scf-bench starts MD from a frame's velocities")
         dt = ds.timestep_fs
-        calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt)
+        calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt, mode=mode)
     name, wfs_order = parse_spec(provider)
     calc = guided_gpaw(calc, make_provider(name, calc, device=device), wfs_extrapolation=wfs_order)
     atoms.calc = calc
@@ -115,7 +117,7 @@ def _spawn(threads: int, *args: Any) -> dict[str, Any]:
 
 def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[str], *, device: str = "cpu",
               json_out: str | os.PathLike | None = None, progress: bool = True,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, mode: str | None = None) -> dict[str, Any]:
     """Run every provider (GPAW's own first, as the reference) and summarise.
 
     ``threads``: run each provider in a fresh process with that many threads (see the module
@@ -125,8 +127,10 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
         raise InvalidInput(f"threads must be a positive integer, got {threads!r}")
     from .hook import check_spec
 
+    if mode not in (None, "pw", "lcao", "fd"):
+        raise InvalidInput(f"mode {mode!r}: choose pw, lcao or fd")
     for spec in providers:  # every name checked before minutes of GPAW work
-        check_spec(spec)
+        check_spec(spec, mode)
     names = ["gpaw"] + [p for p in providers if p != "gpaw"]
     runs = {}
     it = names
@@ -135,10 +139,11 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
 
         it = tqdm(names, desc="scf-bench", unit="provider")
     for name in it:
-        args = (data, frame, steps, name, device)
+        args = (data, frame, steps, name, device, None, mode)
         runs[name] = run_provider(*args) if threads is None else _spawn(threads, *args)
     ref = runs["gpaw"]
-    out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "threads": threads, "providers": {}}
+    out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "threads": threads,
+                           "mode": mode or "dataset's", "providers": {}}
     for name in names:
         r = runs[name]
         dE = np.abs(np.array(r["energy_eV"]) - np.array(ref["energy_eV"]))

@@ -46,6 +46,8 @@ __all__ = ["UnsupportedSetup", "check_supported", "inject_density", "start_from_
 
 log = logging.getLogger(__name__)
 SUPPORTED_GPAW = ("26.",)
+#: GPAW modes whose SCF can start from a given density: plane waves, LCAO, finite differences
+MODES = ("pw", "lcao", "fd")
 
 
 def check_supported(calc: Any) -> None:
@@ -58,9 +60,8 @@ def check_supported(calc: Any) -> None:
     if not hasattr(calc, "params") or not hasattr(calc.params, "mode"):
         raise UnsupportedSetup(f"{type(calc).__name__} is not a new-code GPAW calculator")
     mode = calc.params.mode.name
-    if mode != "pw":
-        raise UnsupportedSetup(f"mode {mode!r}: the hook supports plane-wave mode only (mode=PW(ecut)); "
-                               "LCAO and FD start differently")
+    if mode not in MODES:
+        raise UnsupportedSetup(f"mode {mode!r}: the hook supports the modes {MODES}")
     sym = calc.params.symmetry.todict() if hasattr(calc.params.symmetry, "todict") else calc.params.symmetry
     if sym not in ("off", {"point_group": False, "time_reversal": False}):
         raise UnsupportedSetup(f"symmetry {sym!r}: pass symmetry='off' (a guess must not be symmetrised away)")
@@ -88,9 +89,11 @@ def converged_wave_functions(dft: Any) -> list[np.ndarray]:
 
 
 def real_wave_functions(dft: Any) -> list[bool]:
-    """Per k-point and spin: whether the wave functions are real (Gamma point), stored by GPAW as
-    half a plane-wave sphere with G = 0 first."""
-    return [wfs.psit_nX.desc.dtype == float for wfs in dft.ibzwfs]
+    """Per k-point and spin: whether the wave functions are real plane-wave coefficients (Gamma
+    point), stored by GPAW as half a sphere with G = 0 first (FD's real grids are stored whole)."""
+    from gpaw.core.plane_waves import PWDesc
+
+    return [isinstance(wfs.psit_nX.desc, PWDesc) and wfs.psit_nX.desc.dtype == float for wfs in dft.ibzwfs]
 
 
 def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int,
@@ -106,7 +109,8 @@ def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int,
 
     Parameters
     ----------
-    past : list (steps, newest first) of lists (k-points and spins) of (nbands, nG) arrays
+    past : list (steps, newest first) of lists (k-points and spins) of (nbands, ...) arrays:
+        plane-wave coefficients (nbands, nG) or FD grid values (nbands, N1, N2, N3)
     order : int
     real : list of bool, optional
         Per k-point and spin: real wave functions stored as half a sphere (G = 0 first), whose
@@ -116,16 +120,18 @@ def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int,
     out = []
     for q, C0 in enumerate(past[0]):
         is_real = bool(real[q]) if real is not None else False
+        shape = C0.shape
+        C0 = C0.reshape(shape[0], -1)
         aligned = [C0]
         for older in past[1:]:
-            Ck = older[q]
+            Ck = older[q].reshape(shape[0], -1)
             M = Ck @ C0.conj().T  # (n_older, n_newest) overlaps of the coefficient vectors
             if is_real:
                 M = 2 * M.real - np.outer(Ck[:, 0].real, C0[:, 0].real)
             V, _, Wh = np.linalg.svd(M)
             U = (V @ Wh).conj().T  # maximises Re tr(U M): U Ck is closest to C0
             aligned.append(U @ Ck)
-        out.append(extrapolate(aligned, order))
+        out.append(extrapolate(aligned, order).reshape(shape))
     return out
 
 
@@ -323,16 +329,26 @@ def parse_spec(spec: str) -> tuple[str, int]:
         raise InvalidInput(f"{spec!r}: write NAME+wfsK with K the extrapolation order (1 or 2)") from None
 
 
-def check_spec(spec: str) -> tuple[str, int]:
+def check_spec(spec: str, mode: str | None = None) -> tuple[str, int]:
     """:func:`parse_spec`, refusing (InvalidInput) an unknown provider or an order K that is not a
-    wave-function extrapolation order, before any GPAW work."""
+    wave-function extrapolation order, and (UnsupportedSetup) a wave-function extrapolation in
+    GPAW ``mode`` that has none, before any GPAW work."""
     name, order = parse_spec(spec)
     check_provider_name(name)
     orders = [k for k in COEFFICIENTS if k > 0]
     if order != -1 and order not in orders:
         raise InvalidInput(f"{spec!r}: the wave-function extrapolation order K of NAME+wfsK must be "
                            f"{' or '.join(map(str, orders))}")
+    check_wfs_mode(order, mode)
     return name, order
+
+
+def check_wfs_mode(order: int, mode: str | None) -> None:
+    """Refuse a wave-function extrapolation (``order`` >= 0) in LCAO mode, where it means nothing."""
+    if order >= 0 and mode == "lcao":
+        raise UnsupportedSetup("wave-function extrapolation in LCAO mode: the LCAO eigensolver diagonalises the "
+                               "Hamiltonian in the basis at every SCF iteration, so only the density's start "
+                               "matters; drop '+wfsK' (wfs_extrapolation=-1)")
 
 
 def GuidedGPAW(provider: DensityProvider | str, *, wfs_extrapolation: int = -1, cold_fixed_steps: int = 0,
@@ -365,6 +381,7 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
     if wfs_extrapolation not in (-1, *(k for k in COEFFICIENTS if k > 0)):
         raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of "
                            f"{sorted(k for k in COEFFICIENTS if k > 0)}, got {wfs_extrapolation}")
+    check_wfs_mode(wfs_extrapolation, calc.params.mode.name)
     if _GUIDED is None:
         _GUIDED = _make_guided_class()
     if isinstance(provider, str):

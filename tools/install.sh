@@ -12,9 +12,9 @@ EXTRAS=${EXTRAS:-gpaw,test}
 
 say() { printf '[install] %s\n' "$*"; }
 
-# 1. System packages GPAW links against (libxc, OpenBLAS, FFTW).
+# 1. System packages GPAW links against (libxc, OpenBLAS, FFTW; OpenMPI and ScaLAPACK for parallel runs).
 missing=()
-for pkg in libxc-dev libopenblas-dev libfftw3-dev; do
+for pkg in libxc-dev libopenblas-dev libfftw3-dev openmpi-bin libopenmpi-dev libscalapack-openmpi-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -41,13 +41,30 @@ else
     say "torch present: $("$PY" -c 'import torch; print(torch.__version__)')"
 fi
 
-# 4. The package, editable, with extras. GPAW 26.7's C sources need a C++ compiler.
+# 4. The package, editable, with extras. GPAW 26.7's C sources need a C++ compiler; it is built
+#    with MPI and ScaLAPACK (tools/gpaw_siteconfig.py), or serially if that build fails.
 stamp="$VENV/.ase_ldm-installed"
+export GPAW_CONFIG="$PWD/tools/gpaw_siteconfig.py"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    say "installing ase_ldm[$EXTRAS] (GPAW builds in about a minute)"
-    CC=${CC:-g++} "$PY" -m pip install -q -e ".[$EXTRAS]"
+    say "installing ase_ldm[$EXTRAS] (GPAW builds with MPI in about two minutes)"
+    if ! CC=${CC:-g++} "$PY" -m pip install -q -e ".[$EXTRAS]"; then
+        say "warning: GPAW did not build with MPI; building it serially (the MPI tests will be skipped)"
+        ASE_LDM_GPAW_MPI=0 CC=${CC:-g++} "$PY" -m pip install -q -e ".[$EXTRAS]"
+        touch "$VENV/.gpaw-serial"
+    fi
     touch "$stamp"
 else
     say "ase_ldm[$EXTRAS] installed"
 fi
-"$PY" -c "import gpaw, ase_ldm; print('[install] ok: gpaw', gpaw.__version__, '| ase_ldm', ase_ldm.__version__)"
+
+# 5. An older .venv holds a serial GPAW: rebuild it with MPI once (from source, not a cached wheel).
+if [[ ",$EXTRAS," == *",gpaw,"* ]] && [ ! -f "$VENV/.gpaw-serial" ] \
+        && ! "$PY" -c "import sys, _gpaw; sys.exit(not hasattr(_gpaw, 'Communicator'))" 2>/dev/null; then
+    say "rebuilding GPAW with MPI and ScaLAPACK"
+    if ! "$PY" -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary gpaw "gpaw==26.7.*"; then
+        say "warning: the MPI build failed; keeping the serial GPAW (the MPI tests will be skipped)"
+        touch "$VENV/.gpaw-serial"
+    fi
+fi
+"$PY" -c "import gpaw, _gpaw, ase_ldm; print('[install] ok: gpaw', gpaw.__version__,
+      '(MPI)' if hasattr(_gpaw, 'Communicator') else '(serial)', '| ase_ldm', ase_ldm.__version__)"

@@ -20,9 +20,11 @@ Two entry points:
 The guess only changes where the SCF starts: GPAW's convergence criteria decide where it
 ends, so converged energies and forces agree with an unguided run to the SCF tolerance.
 
-Supported: new-code GPAW 26.x, plane-wave mode, spin-paired or spin-polarised with a provider
-that predicts every spin channel, serial (no domain decomposition), symmetry off. Anything
-else is refused with :class:`UnsupportedSetup` naming the setting to change.
+Supported: new-code GPAW 26.x; plane-wave, LCAO and FD modes; spin-paired or spin-polarised
+with a provider that predicts every spin channel; k-points; serial or MPI (``mpiexec -n N``,
+``gpaw -P N``: every rank computes the guess from the gathered density, rank 0's is scattered
+over the domains); symmetry off. Wave-function extrapolation needs plane waves or FD and one
+rank. Anything else is refused with :class:`UnsupportedSetup` naming the setting to change.
 """
 
 from __future__ import annotations
@@ -65,8 +67,6 @@ def check_supported(calc: Any) -> None:
     sym = calc.params.symmetry.todict() if hasattr(calc.params.symmetry, "todict") else calc.params.symmetry
     if sym not in ("off", {"point_group": False, "time_reversal": False}):
         raise UnsupportedSetup(f"symmetry {sym!r}: pass symmetry='off' (a guess must not be symmetrised away)")
-    if getattr(calc, "comm", None) is not None and calc.comm.size > 1:
-        raise UnsupportedSetup(f"{calc.comm.size} MPI ranks: domain decomposition is not supported; run serially")
 
 
 def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
@@ -199,9 +199,26 @@ def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], ns
     for a, D_sii in density.D_asii.items():
         if D_sii.shape != np.shape(D_asii[a]):
             raise UnsupportedSetup(f"D of atom {a} has shape {np.shape(D_asii[a])}, GPAW's is {D_sii.shape}")
-    density.nt_sR.data[:] = nt_sR * Bohr**3
+    comm = density.nt_sR.desc.comm
+    if comm.size > 1:  # rank 0's guess, split over the domains; each rank keeps its atoms' D
+        density.nt_sR.scatter_from(nt_sR * Bohr**3)
+        D_asii = _broadcast_arrays(density.D_asii.layout.atomdist.comm, D_asii)
+    else:
+        density.nt_sR.data[:] = nt_sR * Bohr**3
     for a, D_sii in density.D_asii.items():
         D_sii[:] = D_asii[a]
+
+
+def _broadcast_arrays(comm: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Rank 0's arrays on every rank of ``comm`` (the shapes must agree on every rank)."""
+    flat = np.concatenate([np.asarray(x, np.float64).ravel() for x in arrays])
+    comm.broadcast(flat, 0)
+    out, i = [], 0
+    for x in arrays:
+        n = np.size(x)
+        out.append(flat[i:i + n].reshape(np.shape(x)))
+        i += n
+    return out
 
 
 def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[np.ndarray], *,
@@ -382,6 +399,11 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
         raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of "
                            f"{sorted(k for k in COEFFICIENTS if k > 0)}, got {wfs_extrapolation}")
     check_wfs_mode(wfs_extrapolation, calc.params.mode.name)
+    ranks = getattr(getattr(calc, "comm", None), "size", 1)
+    if wfs_extrapolation >= 0 and ranks > 1:
+        raise UnsupportedSetup(f"wave-function extrapolation on {ranks} MPI ranks: the wave functions are "
+                               "distributed over the ranks and their alignment is serial so far; drop '+wfsK' "
+                               "(the density guess works in parallel) or run serially")
     if _GUIDED is None:
         _GUIDED = _make_guided_class()
     if isinstance(provider, str):

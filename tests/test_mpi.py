@@ -71,3 +71,14 @@ def test_wave_function_extrapolation_is_refused_on_several_ranks():
            "GuidedGPAW('sad-extrapolate', wfs_extrapolation=2, mode={'name': 'pw', 'ecut': 200.0}, txt=None)"]
     done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "MPI ranks" in done.stdout + done.stderr
+
+
+@needs_mpi
+def test_recording_on_several_ranks_is_refused_before_any_file_is_written(tmp_path):
+    cmd = ["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-c",
+           "import sys\nfrom conftest import li2, tiny_settings\nfrom ase_ldm.data.aimd import run_aimd\n"
+           "run_aimd(li2(), sys.argv[1], tiny_settings(steps=1), progress=False)", str(tmp_path / "x.h5")]
+    done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300,
+                          cwd=SCRIPT.parent)
+    assert done.returncode != 0 and "record serially" in done.stdout + done.stderr
+    assert not list(tmp_path.iterdir())

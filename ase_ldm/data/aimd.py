@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - older ASE
         _mb(atoms, temperature_K=temperature_K, rng=rng)
 
 from ..errors import DatasetError, InvalidInput
-from .recorder import DensityRecorder
+from .recorder import DensityRecorder, check_serial
 from .store import DensityWriter
 
 __all__ = ["AIMDSettings", "li_liquid", "make_gpaw", "run_aimd", "PRESETS"]
@@ -201,6 +201,7 @@ def run_aimd(
     from ..scf.providers import make_provider
     from .continuation import check_append, check_outputs
 
+    check_serial("recording")
     guess_name, wfs_order = check_spec(guess)
     check_outputs(out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
     stored = check_append(out, settings, atoms) if append and Path(out).exists() else None

@@ -25,11 +25,23 @@ from ..errors import DatasetError, InvalidInput
 from .gpaw_io import frame_from_gpaw, provenance_from_gpaw
 from .store import DensityWriter
 
-__all__ = ["DensityRecorder", "dynamics_attrs"]
+__all__ = ["DensityRecorder", "dynamics_attrs", "check_serial"]
 
 # provenance that must not change within one trajectory (timestep: checked by DensityWriter)
 _DYNAMICS_KEYS = ("ensemble", "dynamics", "temperature_K", "friction_per_fs")
 _GPAW_KEYS = ("mode", "xc", "kpts", "ecut_eV", "smearing", "spinpol")
+
+
+def check_serial(what: str) -> None:
+    """Refuse to record on several MPI ranks: every rank would write the same file."""
+    try:
+        from gpaw.mpi import world
+    except ImportError:
+        return
+    if world.size > 1:
+        raise InvalidInput(f"{what} on {world.size} MPI ranks: every rank would write the same file, and "
+                           "recording from one rank is not built yet; record serially (GuidedGPAW runs in "
+                           "parallel without recording)")
 
 
 def dynamics_attrs(dyn: Any) -> dict[str, Any]:
@@ -90,6 +102,7 @@ class DensityRecorder:
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
     ) -> None:
+        check_serial("DensityRecorder")
         if dyn is None and timestep_fs is None:
             raise InvalidInput("give the dynamics object (dyn=...) or the time between frames (timestep_fs=...)")
         extra = dict(attrs or {})

@@ -92,7 +92,8 @@ def main() -> None:
         "sad-extrapolate (GPAW)": baseline_frames(ds, "sad-extrapolate", args.start, stop)}
     auto = SyncPredictor(model, pred.prior, pred.meta, torch.device("cpu"), max_history=args.auto_history)
     for k in range(first, args.start):
-        auto.observe(ds.array("positions", k, k + 1)[0], ds.nt(k).sum(0), _D(ds.D_asii(k)), numbers, cell)
+        auto.observe(ds.array("positions", k, k + 1)[0], ds.nt(k).sum(0), [np.asarray(D)[0] for D in ds.D_asii(k)],
+                     numbers, cell)
     auto_err: dict[int, float] = {}
     seconds = []
     for i, t in enumerate(tqdm(range(args.start, stop), desc="bench-sync")):

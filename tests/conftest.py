@@ -181,7 +181,7 @@ def recorded_long(tmp_path_factory):
 def guided_md(atoms0, attrs: dict, grid, guess: str, steps: int = 2):
     """NVE MD from ``atoms0`` (its velocities) with GPAW as recorded (``attrs``, ``grid``), every SCF
     started by ``guess`` (a provider name or model path): energies (steps + 1,), forces and the
-    guesses' seconds."""
+    number of SCFs that started from the provider's density."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
@@ -198,7 +198,7 @@ def guided_md(atoms0, attrs: dict, grid, guess: str, steps: int = 2):
         dyn.run(1)
         e.append(atoms.get_potential_energy())
         f.append(atoms.get_forces())
-    return np.array(e), np.array(f), list(calc.guess_seconds)
+    return np.array(e), np.array(f), calc.guessed_steps
 
 
 def tiny_train_config(**kw):

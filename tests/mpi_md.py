@@ -41,7 +41,7 @@ def main() -> None:
     density = calc.dft.density
     rec["ranks"] = world.size
     rec["domains"] = density.nt_sR.desc.comm.size
-    rec["guesses"] = len(calc.guess_seconds)
+    rec["guesses"] = calc.guessed_steps
     if world.rank == 0:
         with open(out, "w") as fd:
             json.dump(rec, fd)

@@ -35,6 +35,7 @@ def md_run(provider, steps=5, wfs_extrapolation=-1, magmoms=None, **gpaw_kw):
     dyn.attach(lambda: (out["it"].append(atoms.calc.get_number_of_iterations()),
                         out["E"].append(atoms.get_potential_energy()), out["F"].append(atoms.get_forces().copy())))
     dyn.run(steps)
+    out["guessed"] = atoms.calc.guessed_steps
     return out
 
 
@@ -115,6 +116,7 @@ def test_lcao_and_fd_md_keep_gpaw_answer(mode, trained_sync):
         run = md_run(provider, wfs_extrapolation=order, **kw)
         np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
         np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+        assert run["guessed"] >= 4  # every MD step (and the model's cold start) started from the guess
 
 
 def test_spin_polarised_run_needs_a_spin_provider():
@@ -141,10 +143,11 @@ def test_spin_polarised_md_keeps_gpaw_answer_with_physics_and_model_guesses(trai
     spin = dict(magmoms=[0.5, 0.5], spinpol=True, steps=4)
     ref = md_run("gpaw", **spin)
     model = ModelProvider(load(trained_sync[0], device="cpu"))
-    for provider in ("sad-extrapolate", model):
-        run = md_run(provider, **spin)
+    for provider, order in (("sad-extrapolate", 2), (model, -1)):
+        run = md_run(provider, wfs_extrapolation=order, **spin)
         np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
         np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+        assert run["guessed"] == 4  # every MD step started from the provider's two-channel density
     guess = model.predict(li2(rattle=0.1, seed=2))
     assert guess[0].shape[0] == 2 and [D.shape[0] for D in guess[1]] == [2, 2]
 
@@ -155,6 +158,7 @@ def test_k_point_md_keeps_gpaw_answer_with_extrapolated_wave_functions():
     kp = dict(kpts=(2, 2, 2), steps=4)
     ref = md_run("gpaw", **kp)
     run = md_run("sad-extrapolate", wfs_extrapolation=2, **kp)
+    assert run["guessed"] == 4
     np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
     np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
     assert np.mean(run["it"][3:]) < np.mean(ref["it"][3:])
@@ -183,7 +187,8 @@ def test_model_provider_guides_md_without_changing_the_answer(trained, recorded_
         runs[provider] = (energies, a.calc)
     np.testing.assert_allclose(runs[str(trained[0])][0], runs["gpaw"][0], atol=1e-4)
     assert runs[str(trained[0])][1].provider.name.startswith("model")
-    assert len(runs[str(trained[0])][1].guess_seconds) == 3
+    assert len(runs[str(trained[0])][1].guess_seconds) == 3  # every move asked the model
+    assert runs[str(trained[0])][1].guessed_steps >= 2  # and it guessed once it had its history
 
 
 @pytest.mark.gpaw
@@ -198,7 +203,7 @@ def test_guided_gpaw_with_sync_model_keeps_gpaw_answer(trained_sync, recorded_lo
         atoms0 = ds.atoms(11)
     results = {name: guided_md(atoms0, attrs, grid, name) for name in ("gpaw", str(trained_sync[0]))}
     (e0, f0, _), (e1, f1, guesses) = results["gpaw"], results[str(trained_sync[0])]
-    assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
+    assert guesses == 3  # the cold start and both MD steps were guessed by the model
     np.testing.assert_allclose(e1, e0, atol=2e-3)
     np.testing.assert_allclose(f1, f0, atol=2e-2)
 

@@ -144,6 +144,6 @@ def test_two_species_model_trains_predicts_per_species_and_keeps_gpaw_answer(tra
     # guided MD with the two-species model converges to GPAW's own answer
     results = {name: guided_md(atoms0, attrs, grid, name) for name in ("gpaw", str(trained_lisi))}
     (e0, f0, _), (e1, f1, guesses) = results["gpaw"], results[str(trained_lisi)]
-    assert len(guesses) == 3  # the cold start and both MD steps were guessed by the model
+    assert guesses == 3  # the cold start and both MD steps were guessed by the model
     np.testing.assert_allclose(e1, e0, atol=2e-3)
     np.testing.assert_allclose(f1, f0, atol=2e-2)

@@ -50,6 +50,12 @@ def test_pack_roundtrip(trained_sync, synthetic_long, tmp_path):
     save_pack(tmp_path / "p.npz", series, prior, {"timestep_fs": 2.0})
     back, prior2, attrs = load_pack(tmp_path / "p.npz")
     assert prior2 == prior and attrs["timestep_fs"] == 2.0 and back.layout.l_i == ((0, 1, 1, 1, 0),)
+    # a pack written before several species (one "ni", one "l_i", no "layout") still loads
+    z = dict(np.load(tmp_path / "p.npz"))
+    z.pop("layout")
+    np.savez(tmp_path / "old.npz", **z, ni=np.array(5), l_i=np.array("[0, 1, 1, 1, 0]"))
+    old, _, _ = load_pack(tmp_path / "old.npz")
+    assert old.layout == back.layout and torch.equal(old.D, back.D)
     nt = (series.p + series.r).double()
     err = ((back.p + back.r).double() - nt).abs().sum() / nt.abs().sum()
     assert err < 1e-5

@@ -12,17 +12,29 @@ EXTRAS=${EXTRAS:-gpaw,test}
 
 say() { printf '[install] %s\n' "$*"; }
 
-# 1. System packages GPAW links against (libxc, OpenBLAS, FFTW; OpenMPI and ScaLAPACK for parallel runs).
+# 1. System packages GPAW links against (libxc, OpenBLAS, FFTW), and those of parallel runs
+#    (OpenMPI, ScaLAPACK): where those cannot be installed, GPAW is built serially (step 4).
 missing=()
-for pkg in libxc-dev libopenblas-dev libfftw3-dev openmpi-bin libopenmpi-dev libscalapack-openmpi-dev; do
+optional=()
+for pkg in libxc-dev libopenblas-dev libfftw3-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+for pkg in openmpi-bin libopenmpi-dev libscalapack-openmpi-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || optional+=("$pkg")
+done
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+if ((${#missing[@]} + ${#optional[@]})); then
+    say "installing system packages: ${missing[*]} ${optional[*]}"
+    $SUDO apt-get update -qq || true
+fi
 if ((${#missing[@]})); then
-    say "installing system packages: ${missing[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-else
+fi
+if ((${#optional[@]})); then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${optional[@]}" \
+        || say "warning: could not install ${optional[*]}; GPAW will be built without MPI"
+fi
+if ! ((${#missing[@]} + ${#optional[@]})); then
     say "system packages present"
 fi
 
@@ -45,6 +57,7 @@ fi
 #    with MPI and ScaLAPACK (tools/gpaw_siteconfig.py), or serially if that build fails.
 stamp="$VENV/.ase_ldm-installed"
 export GPAW_CONFIG="$PWD/tools/gpaw_siteconfig.py"
+command -v mpic++ >/dev/null || export ASE_LDM_GPAW_MPI=0  # no MPI compiler: a serial GPAW
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     say "installing ase_ldm[$EXTRAS] (GPAW builds with MPI in about two minutes)"
     if ! CC=${CC:-g++} "$PY" -m pip install -q -e ".[$EXTRAS]"; then
@@ -58,7 +71,7 @@ else
 fi
 
 # 5. An older .venv holds a serial GPAW: rebuild it with MPI once (from source, not a cached wheel).
-if [[ ",$EXTRAS," == *",gpaw,"* ]] && [ ! -f "$VENV/.gpaw-serial" ] \
+if [[ ",$EXTRAS," == *",gpaw,"* ]] && [ "${ASE_LDM_GPAW_MPI:-1}" = 1 ] && [ ! -f "$VENV/.gpaw-serial" ] \
         && ! "$PY" -c "import sys, _gpaw; sys.exit(not hasattr(_gpaw, 'Communicator'))" 2>/dev/null; then
     say "rebuilding GPAW with MPI and ScaLAPACK"
     if ! "$PY" -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary gpaw "gpaw==26.7.*"; then

@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -99,16 +100,18 @@ class DensityModel(Protocol):
     def seed(self, seed: int) -> None:
         """Restart the model's noise stream (deterministic models ignore it)."""
 
-    def observe(self, positions: np.ndarray, nt_R: np.ndarray, D_aii: np.ndarray | None, numbers: np.ndarray,
-                cell: np.ndarray, *, predicted: bool = False) -> None:
+    def observe(self, positions: np.ndarray, nt_R: np.ndarray, D_aii: Sequence[np.ndarray] | None,
+                numbers: np.ndarray, cell: np.ndarray, *, predicted: bool = False) -> None:
         """Add a step to the history: positions (Na, 3), spin-summed nt_R (N1, N2, N3), spin-paired
-        PAW matrices D_aii (Na, ni, ni) or None. ``predicted`` marks the model's own last prediction
-        (a closed-loop rollout) rather than a converged density."""
+        PAW matrices D_aii (one (ni_a, ni_a) matrix per atom; an (Na, ni, ni) array when all atoms
+        have the same count) or None. ``predicted`` marks the model's own last prediction (a
+        closed-loop rollout) rather than a converged density."""
 
     def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int],
-                *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """The density nt_R (N1, N2, N3) and PAW matrices (Na, ni, ni) (None if the model predicts no
-        PAW matrices) at ``positions``. ``seed`` restarts the noise stream first."""
+                *, seed: int | None = None) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The density nt_R (N1, N2, N3) and PAW matrices (a list of one (ni_a, ni_a) matrix per atom;
+        None if the model predicts no PAW matrices) at ``positions``. ``seed`` restarts the noise
+        stream first."""
 
 
 def pretrained_names() -> list[str]:

@@ -78,13 +78,14 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
         The guess does not fit the calculation (spin channels, grid, atoms, projectors).
     """
     density = dft.density
-    _write_density(density, nt_sR, D_asii, len(dft.setups))
+    _write_density(density, nt_sR, D_asii, len(dft.setups), dft.comm)
     density.normalize(dft.pot_calc.charge)
     dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
 
 
 def converged_wave_functions(dft: Any) -> list[np.ndarray]:
-    """Copies of the plane-wave coefficients ``psit_nG`` of every k-point and spin (serial runs)."""
+    """Copies of the wave functions of every k-point and spin (serial runs): plane-wave
+    coefficients ``psit_nG``, or FD grid values ``psit_nR``."""
     return [np.array(wfs.psit_nX.data, copy=True) for wfs in dft.ibzwfs]
 
 
@@ -184,8 +185,15 @@ def _move_with_density(dft: Any, atoms: Atoms, guess: tuple[np.ndarray, list[np.
     dft.forces_have_been_printed = False
 
 
-def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], nsetups: int) -> None:
-    """Overwrite a GPAW Density's nt_sR (from e/Angstrom^3) and D_asii, checking that they fit."""
+def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], nsetups: int,
+                   comm: Any = None) -> None:
+    """Overwrite a GPAW Density's nt_sR (from e/Angstrom^3) and D_asii, checking that they fit.
+
+    ``comm``: the calculation's world communicator. On several ranks rank 0's guess is
+    broadcast (every rank then holds the same numbers, whatever each computed), its density is
+    scattered over the domains and each rank keeps its atoms' D. The checks use the global
+    shapes, so every rank raises or none does.
+    """
     S = density.nt_sR.dims[0]
     nt_sR = np.asarray(nt_sR, np.float64)
     if nt_sR.shape[0] != S:
@@ -196,13 +204,13 @@ def _write_density(density: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray], ns
         raise UnsupportedSetup(f"the guess is on a {nt_sR.shape[1:]} grid, the calculation on {tuple(grid.size_c)}")
     if len(D_asii) != nsetups:
         raise UnsupportedSetup(f"the guess has D for {len(D_asii)} atoms, the calculation has {nsetups}")
-    for a, D_sii in density.D_asii.items():
-        if D_sii.shape != np.shape(D_asii[a]):
-            raise UnsupportedSetup(f"D of atom {a} has shape {np.shape(D_asii[a])}, GPAW's is {D_sii.shape}")
-    comm = density.nt_sR.desc.comm
-    if comm.size > 1:  # rank 0's guess, split over the domains; each rank keeps its atoms' D
-        density.nt_sR.scatter_from(nt_sR * Bohr**3)
-        D_asii = _broadcast_arrays(density.D_asii.layout.atomdist.comm, D_asii)
+    for a, shape in enumerate(density.D_asii.layout.shape_a):
+        if (S, *shape) != np.shape(D_asii[a]):
+            raise UnsupportedSetup(f"D of atom {a} has shape {np.shape(D_asii[a])}, GPAW's is {(S, *shape)}")
+    if comm is not None and comm.size > 1:
+        nt_sR, *D_asii = _broadcast_arrays(comm, [nt_sR, *D_asii])
+    if grid.comm.size > 1:
+        density.nt_sR.scatter_from(nt_sR * Bohr**3)  # rank 0's part of the broadcast guess per domain
     else:
         density.nt_sR.data[:] = nt_sR * Bohr**3
     for a, D_sii in density.D_asii.items():
@@ -248,7 +256,7 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
     scf_loop = builder.create_scf_loop()
     pot_calc = builder.create_potential_calculator()
     density = builder.density_from_superposition(basis_set)
-    _write_density(density, nt_sR, D_asii, len(atoms))
+    _write_density(density, nt_sR, D_asii, len(atoms), builder.communicators["w"])
     density.normalize(pot_calc.charge)
     potential, energies, _ = pot_calc.calculate_without_orbitals(density, kpt_band_comm=builder.communicators["D"])
     ibzwfs = builder.create_ibz_wave_functions(basis_set, potential)
@@ -283,7 +291,8 @@ def _make_guided_class():
         """GPAW's ASE calculator whose MD moves end with the provider's density."""
 
         provider: DensityProvider
-        guess_seconds: list[float]
+        guess_seconds: list[float]  # seconds of each provider call (moves and cold starts)
+        guessed_steps: int  # SCFs that started from the provider's density (cold start included)
         wfs_order: int
         wfs_history: deque
 
@@ -307,6 +316,7 @@ def _make_guided_class():
             if guess is None and psit is None:
                 super().move_atoms(atoms)
                 return
+            self.guessed_steps += guess is not None
             with self.timer("Move"):
                 _move_with_density(self.dft, atoms, guess, psit)
             self._atoms = atoms.copy()
@@ -325,6 +335,7 @@ def _make_guided_class():
                     start_from_density(self, atoms, *guess, builder=builder,
                                        fixed_density_steps=self.cold_fixed_steps)
                     self.guess_seconds.append(time.perf_counter() - t0)
+                    self.guessed_steps += 1
                     return
             super().create_new_calculation(atoms)
 
@@ -412,6 +423,7 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
     calc.__class__ = _GUIDED
     calc.provider = provider
     calc.guess_seconds = []
+    calc.guessed_steps = 0
     calc.wfs_order = int(wfs_extrapolation)
     calc.cold_fixed_steps = int(cold_fixed_steps)
     calc.wfs_history = deque(maxlen=max(wfs_extrapolation, 0) + 1)

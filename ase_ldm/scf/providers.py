@@ -210,6 +210,8 @@ class ModelProvider:
         grid = grid or self._grid
         if grid is None or self._observed < self.model.min_history:
             return None
+        if self._nspins == 2 and not self.magnetisation:  # spin-polarised, history lost: GPAW's own move
+            return None
         nt, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], grid, seed=self.seed)
         if D is None:
             D_asii = self.D.predict(atoms)[1]
@@ -221,11 +223,12 @@ class ModelProvider:
         return nt_sR, [np.stack([D_a + Dm_a, D_a - Dm_a]) / 2 for D_a, Dm_a in zip(D, Dm)]
 
     def reset(self) -> None:
+        """Forget the history; the spin count of the run is kept (a spin-polarised run then gets
+        GPAW's own move until a step converges again)."""
         self.model.reset()
         self.D.reset()
         self.magnetisation.clear()
         self._observed = 0
-        self._nspins = None
 
 
 class AutoProvider:

@@ -50,6 +50,9 @@ def load_series(path: str | os.PathLike, n_train: int | None, cfg: SyncTrainConf
         series, stored, attrs = load_pack(path)
         if n_train is not None:
             series = series.subset(n_train)
+        if prior is not None and prior.numbers != stored.numbers:
+            raise DatasetError(f"{path}: the pack's species {list(stored.numbers)} differ from the run's "
+                               f"{list(prior.numbers)}; resume with the pack the run was started on")
         return series, prior or stored, attrs
     from ..data.store import open_dataset
 

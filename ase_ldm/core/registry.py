@@ -10,8 +10,8 @@
 (30, 30, 30)
 >>> positions = np.random.default_rng(0).random((16, 3)) * 7.27
 >>> nt_R, D_aii = model.predict(positions, np.full(16, 3), cell, grid)   # no history: from the atoms
->>> nt_R.shape, D_aii.shape
-((30, 30, 30), (16, 5, 5))
+>>> nt_R.shape, len(D_aii), D_aii[0].shape                 # one (ni, ni) PAW matrix per atom
+((30, 30, 30), 16, (5, 5))
 >>> round(float(nt_R.sum()) * 7.27**3 / nt_R.size, 1)  # electrons of nt in the cell
 18.4
 

@@ -79,6 +79,22 @@ def sample_at_atoms(feat: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def circular_conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a circular-padded 3x3x3 convolution, through oneDNN when inferring on a CPU.
+
+    For a batch of one on one thread PyTorch picks its reference kernel (``slow_conv3d``), about
+    3 x slower than oneDNN for these layers (measured: 8.8 against 3.0 ms for 32 channels on a
+    15^3 grid, BENCHMARKS.md); without gradients on a CPU the oneDNN kernel is called directly.
+    Training (gradients on) and other devices take ``conv`` as it is.
+    """
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
+            or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled):
+        return conv(x)
+    pad = [p for p in reversed(conv.padding) for _ in range(2)]
+    return torch.ops.aten.mkldnn_convolution(F.pad(x, pad, mode="circular").contiguous(), conv.weight, conv.bias,
+                                             [0, 0, 0], list(conv.stride), list(conv.dilation), conv.groups)
+
+
 class _Block(nn.Module):
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
@@ -86,7 +102,7 @@ class _Block(nn.Module):
         self.mix = nn.Conv3d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mix(F.gelu(self.conv(F.gelu(x))))
+        return x + self.mix(F.gelu(circular_conv3d(self.conv, F.gelu(x))))
 
 
 class SyncNet(nn.Module):
@@ -188,7 +204,7 @@ class SyncNet(nn.Module):
             x = fourier_resample(x, coarse_grid(grid, f))
         flags = valid[:, :, None, None, None].expand(-1, -1, *x.shape[2:])
         x = torch.cat([x, flags], 1)
-        x = self.stem(x)
+        x = circular_conv3d(self.stem, x)
         for block in self.blocks:
             x = block(x)
         feat = F.gelu(x)

@@ -214,9 +214,9 @@ def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int]
             width = float(tok)
         except ValueError:
             pass
-    modes = {None: {"mode": PW(float(attrs["ecut_eV"]))}, "pw": {"mode": PW(float(attrs["ecut_eV"]))},
-             "lcao": {"mode": "lcao", "basis": "dzp"}, "fd": {"mode": "fd"}}
-    return GPAW(**modes[mode], xc=str(attrs.get("xc", "PBE")), kpts=kpts,
+    modes = {"pw": {"mode": PW(float(attrs["ecut_eV"]))}, "lcao": {"mode": "lcao", "basis": "dzp"},
+             "fd": {"mode": "fd"}}
+    return GPAW(**modes[mode or "pw"], xc=str(attrs.get("xc", "PBE")), kpts=kpts,
                 gpts=tuple(int(n) for n in grid), occupations={"name": "fermi-dirac", "width": width},
                 symmetry="off", txt=txt)
 

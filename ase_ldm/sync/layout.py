@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput, ModelMismatch
+from .prior import species_index
 
 __all__ = ["PAWLayout", "pack_D", "unpack_D"]
 
@@ -79,11 +80,7 @@ class PAWLayout:
 
     def species_index(self, numbers: Sequence[int] | np.ndarray) -> np.ndarray:
         """The species index of each atom; unknown elements are refused."""
-        lookup = {z: s for s, z in enumerate(self.numbers)}
-        missing = sorted({int(z) for z in np.asarray(numbers).ravel()} - set(lookup))
-        if missing:
-            raise ModelMismatch(f"the model knows atomic numbers {list(self.numbers)}, not {missing}")
-        return np.array([lookup[int(z)] for z in np.asarray(numbers).ravel()], np.int64)
+        return species_index(self.numbers, numbers)
 
     def mask(self) -> torch.Tensor:
         """(n_species, nD) float: 1 where the packed entry exists for that species."""

@@ -31,6 +31,23 @@ from ..errors import InvalidInput, ModelMismatch
 __all__ = ["RadialPrior", "fit_radial_prior", "band_limit"]
 
 
+def species_index(known: tuple[int, ...], numbers: Any) -> np.ndarray:
+    """The index in ``known`` (atomic numbers of a model's species) of each atom's element.
+
+    Raises
+    ------
+    ModelMismatch
+        An element the model does not know.
+    """
+    numbers = np.asarray(numbers).ravel()
+    lookup = {z: s for s, z in enumerate(known)}
+    missing = sorted({int(z) for z in numbers} - set(lookup))
+    if missing:
+        raise ModelMismatch(f"the model knows atomic numbers {list(known)}, not {missing}; "
+                            "train on data that contains these elements")
+    return np.array([lookup[int(z)] for z in numbers], np.int64)
+
+
 def _hat_weights(g: np.ndarray, dg: float, nknots: int) -> tuple[np.ndarray, np.ndarray]:
     """Knot index k and weight of knot k (the other weight, 1 - w, goes to k + 1)."""
     x = np.clip(g / dg, 0, nknots - 1 - 1e-9)
@@ -66,13 +83,8 @@ class RadialPrior:
                    tuple(tuple(float(x) for x in p) for p in d["profiles"]))
 
     def species_index(self, numbers: np.ndarray) -> np.ndarray:
-        """Index into ``profiles`` for each atom; raises ValueError for an unknown element."""
-        lookup = {z: i for i, z in enumerate(self.numbers)}
-        missing = sorted({int(z) for z in numbers} - set(lookup))
-        if missing:
-            raise ModelMismatch(f"the prior knows atomic numbers {list(self.numbers)}, not {missing}; "
-                             "train on data that contains these elements")
-        return np.array([lookup[int(z)] for z in numbers], np.int64)
+        """Index into ``profiles`` for each atom; raises ModelMismatch for an unknown element."""
+        return species_index(self.numbers, numbers)
 
     def form_factors(self, cell: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
         """:math:`\\tilde f_s(|G|)` on the half grid, shape (n_species, N1, N2, N3 // 2 + 1), electrons."""

@@ -1,6 +1,6 @@
 """Guided GPAW MD of Li2, run serially or under ``mpiexec -n N`` by tests/test_mpi.py.
 
-Usage: python tests/mpi_md.py PROVIDER GPAW_KWARGS_JSON OUT_JSON
+Usage: python tests/mpi_md.py PROVIDER[+wfsK] GPAW_KWARGS_JSON OUT_JSON
 
 Rank 0 writes the iterations, energies and forces of every step and the GPAW parallelisation
 (ranks, domains, k-point groups) to OUT_JSON.
@@ -18,15 +18,15 @@ from ase.md.verlet import VelocityVerlet
 from conftest import li2
 from gpaw.mpi import world
 
-from ase_ldm.scf.hook import GuidedGPAW
+from ase_ldm.scf.hook import GuidedGPAW, parse_spec
 
 
 def main() -> None:
-    provider, kwargs, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    (provider, wfs_order), kwargs, out = parse_spec(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
     atoms = li2(rattle=0.1, seed=2)
     thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
     kwargs = {"mode": {"name": "pw", "ecut": 200.0}, **kwargs}
-    calc = GuidedGPAW(provider, xc="PBE", occupations={"name": "fermi-dirac", "width": 0.1}, txt=None, **kwargs)
+    calc = GuidedGPAW(provider, wfs_extrapolation=wfs_order, xc="PBE", occupations={"name": "fermi-dirac", "width": 0.1}, txt=None, **kwargs)
     atoms.calc = calc
     rec: dict = {"iterations": [], "energy": [], "forces": []}
 

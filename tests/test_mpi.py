@@ -65,20 +65,95 @@ def test_two_ranks_give_the_serial_answer(trained_sync, kwargs, domains, tmp_pat
 
 
 @needs_mpi
-def test_wave_function_extrapolation_is_refused_on_several_ranks():
-    cmd = ["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-c",
-           "from ase_ldm.scf.hook import GuidedGPAW\n"
-           "GuidedGPAW('sad-extrapolate', wfs_extrapolation=2, mode={'name': 'pw', 'ecut': 200.0}, txt=None)"]
-    done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "MPI ranks" in done.stdout + done.stderr
+@pytest.mark.parametrize("kwargs,domains", [
+    ({}, 2),  # plane waves over 2 domains: each k-point's bands gathered, extrapolated, scattered
+    ({"kpts": [1, 1, 2]}, 1),  # one k-point per rank, extrapolated where it lives
+    ({"mode": "fd", "gpts": [12, 12, 12]}, 2),  # FD grids over 2 domains
+])
+def test_wave_function_extrapolation_on_two_ranks_gives_the_serial_answer(kwargs, domains, tmp_path):
+    serial = run_md("sad-extrapolate+wfs2", kwargs, tmp_path / "serial.json")
+    par = run_md("sad-extrapolate+wfs2", kwargs, tmp_path / "mpi.json", ranks=2)
+    assert par["domains"] == domains and par["guesses"] == serial["guesses"] >= 4
+    np.testing.assert_allclose(par["energy"], serial["energy"], atol=1e-6)
+    np.testing.assert_allclose(np.array(par["forces"]), np.array(serial["forces"]), atol=1e-5)
+    assert par["iterations"] == serial["iterations"]
+    # the extrapolation changed where the SCF started: GPAW's own move takes other iterations
+    moved = run_md("sad-extrapolate", kwargs, tmp_path / "moved.json")
+    assert moved["iterations"] != serial["iterations"]
 
 
 @needs_mpi
-def test_recording_on_several_ranks_is_refused_before_any_file_is_written(tmp_path):
+def test_wave_function_extrapolation_refuses_split_bands():
     cmd = ["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-c",
-           "import sys\nfrom conftest import li2, tiny_settings\nfrom ase_ldm.data.aimd import run_aimd\n"
-           "run_aimd(li2(), sys.argv[1], tiny_settings(steps=1), progress=False)", str(tmp_path / "x.h5")]
-    done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300,
-                          cwd=SCRIPT.parent)
-    assert done.returncode != 0 and "record serially" in done.stdout + done.stderr
-    assert not list(tmp_path.iterdir())
+           "from ase_ldm.scf.hook import GuidedGPAW\n"
+           "GuidedGPAW('sad-extrapolate', wfs_extrapolation=2, parallel={'band': 2}, "
+           "mode={'name': 'pw', 'ecut': 200.0}, txt=None)"]
+    done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "bands split over 2 ranks" in done.stdout + done.stderr
+
+
+@needs_mpi
+def test_recording_on_two_ranks_writes_the_serial_frames_from_one_rank(tmp_path):
+    """`ase-ldm record` under mpiexec: rank 0 writes, every rank runs the MD; the frames are the
+    serial recording's, one progress bar and one summary line are printed, and --append goes on."""
+    from ase.io import write
+
+    from conftest import li2
+
+    from ase_ldm.data.store import open_dataset
+
+    structure = tmp_path / "li2.traj"
+    write(structure, li2())
+    args = [str(structure), "--steps", "2", "--ecut", "200", "--ensemble", "nve", "--timestep", "1",
+            "--seed", "3", "--guess", "sad-extrapolate+wfs2"]
+    serial, par = tmp_path / "serial.h5", tmp_path / "mpi.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "ase_ldm", "record"]
+    done = subprocess.run([*cli, *args, "-o", str(serial), "--no-progress"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mpi = ["mpiexec", "-n", "2", "--oversubscribe", *cli]
+    done = subprocess.run([*mpi, *args, "-o", str(par)], env={**env, **MPI_ENV}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("frames") == 1  # the summary from rank 0 only
+    assert done.stderr.count("GPAW MD:   0%") == 1  # one progress bar
+    with open_dataset(serial) as a, open_dataset(par) as b:
+        assert len(a) == len(b) == 3
+        for i in range(3):
+            fa, fb = a.frame(i), b.frame(i)
+            np.testing.assert_allclose(fb.nt_sR, fa.nt_sR, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(fb.energy, fa.energy, atol=1e-5)
+            np.testing.assert_allclose(fb.positions, fa.positions, atol=1e-6)
+    # a second writer of the same file is refused on every rank, and the file keeps its frames
+    done = subprocess.run([*mpi, *args, "-o", str(par), "--no-progress"], env={**env, **MPI_ENV},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and done.stderr.count("DatasetError") == 2, done.stderr[-2000:]
+    # continued under MPI from the last frame
+    done = subprocess.run([*mpi, "--steps", "1", "--append", "--no-progress", "-o", str(par)],
+                          env={**env, **MPI_ENV}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    with open_dataset(par) as b:
+        assert len(b) == 4
+
+
+@needs_mpi
+def test_scf_bench_on_two_ranks_prints_and_writes_from_rank_0(recorded, tmp_path):
+    """`ase-ldm scf-bench` under mpiexec: the MD runs on both ranks, the table is printed once, the
+    JSON says 2 ranks and holds the serial run's iterations; --threads is refused there."""
+    from ase_ldm.scf.bench import scf_bench
+
+    serial = scf_bench(recorded, 1, 2, ["sad-extrapolate+wfs2"], progress=False)
+    cmd = ["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-m", "ase_ldm", "scf-bench", str(recorded),
+           "--frame", "1", "--steps", "2", "--provider", "sad-extrapolate+wfs2", "--json", str(tmp_path / "b.json")]
+    env = {**os.environ, **MPI_ENV, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("iter/step") == 1 and done.stderr.count("scf-bench:   0%") == 1
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert out["mpi_ranks"] == 2
+    for name, r in serial["providers"].items():
+        assert out["providers"][name]["iterations"] == r["iterations"]
+        assert out["providers"][name]["max_energy_diff_eV"] < 1e-6
+    done = subprocess.run([*cmd, "--threads", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and done.stderr.count("cannot join the 2 MPI ranks") == 2

@@ -22,10 +22,12 @@ GPAW_KW = dict(mode={"name": "pw", "ecut": 200.0}, xc="PBE", kpts=(1, 1, 1),
                occupations={"name": "fermi-dirac", "width": 0.1}, txt=None)
 
 
-def md_run(provider, steps=5, wfs_extrapolation=-1, magmoms=None, **gpaw_kw):
+def md_run(provider, steps=5, wfs_extrapolation=-1, magmoms=None, cell=None, **gpaw_kw):
     from ase.md.velocitydistribution import thermalize_momenta
 
     atoms = li2(rattle=0.1, seed=2)
+    if cell is not None:
+        atoms.set_cell(cell, scale_atoms=True)
     thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
     if magmoms is not None:
         atoms.set_initial_magnetic_moments(magmoms)
@@ -36,6 +38,7 @@ def md_run(provider, steps=5, wfs_extrapolation=-1, magmoms=None, **gpaw_kw):
                         out["E"].append(atoms.get_potential_energy()), out["F"].append(atoms.get_forces().copy())))
     dyn.run(steps)
     out["guessed"] = atoms.calc.guessed_steps
+    out["nibz"] = len(atoms.calc.dft.ibzwfs.ibz)
     return out
 
 
@@ -84,7 +87,9 @@ def test_fresh_start_from_a_supplied_density(gpaw_li2):
 
 
 @pytest.mark.parametrize("setup,spec,match", [
-    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={"point_group": True}), "extrapolate-quadratic", "symmetry"),
+    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={"point_group": True}), "extrapolate-quadratic",
+     "point-group symmetry"),
+    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={}), "sad-extrapolate", "point-group symmetry"),  # GPAW's default
     (dict(mode="lcao", basis="sz(dzp)"), "sad-extrapolate+wfs2", "LCAO"),
 ])
 def test_unsupported_setups_are_refused(setup, spec, match):
@@ -162,6 +167,29 @@ def test_k_point_md_keeps_gpaw_answer_with_extrapolated_wave_functions():
     np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
     np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
     assert np.mean(run["it"][3:]) < np.mean(ref["it"][3:])
+
+
+def test_time_reversal_symmetry_is_guided():
+    """symmetry={'point_group': False} keeps time reversal (k and -k paired: 4 of the 8 k-points of
+    kpts=(2, 2, 2) are kept): the guess and the extrapolated wave functions leave GPAW's answer."""
+    kp = dict(kpts=(2, 2, 2), steps=4, symmetry={"point_group": False})
+    ref = md_run("gpaw", **kp)
+    run = md_run("sad-extrapolate", wfs_extrapolation=2, **kp)
+    assert run["guessed"] == 4 and run["nibz"] == 4
+    np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+    assert np.mean(run["it"][3:]) < np.mean(ref["it"][3:])
+
+
+def test_non_orthorhombic_cell_md_keeps_gpaw_answer():
+    """A triclinic cell: the physics guess and the wave-function extrapolation are cell-blind."""
+    cell = [[3.6, 0.0, 0.0], [0.9, 3.5, 0.0], [-0.6, 0.7, 3.7]]
+    ref = md_run("gpaw", steps=4, cell=cell)
+    run = md_run("sad-extrapolate", wfs_extrapolation=2, steps=4, cell=cell)
+    assert run["guessed"] == 4
+    np.testing.assert_allclose(run["E"], ref["E"], atol=1e-4)
+    np.testing.assert_allclose(np.array(run["F"]), np.array(ref["F"]), atol=2e-3)
+    assert np.mean(run["it"][2:]) < np.mean(ref["it"][2:])
 
 
 def test_unknown_provider_is_a_clear_error(gpaw_li2):

@@ -30,6 +30,10 @@ def test_predictor_checks_and_predicts(trained_sync, synthetic_long):
         pred.predict(f[0].positions, Z, cell, tuple(2 * n for n in grid))
     with pytest.raises(ValueError, match="atomic numbers"):
         pred.predict(f[0].positions, np.array([3, 11]), cell, grid)
+    sheared = np.array(cell, float)
+    sheared[1] += 0.2 * sheared[0]  # other angles, same grid: the convolutions would see other neighbours
+    with pytest.raises(ValueError, match="cell angles"):
+        pred.predict(f[0].positions, Z, sheared, grid)
     with pytest.raises(ValueError, match="finite"):
         pred.observe(f[0].positions, np.full(grid, np.nan), D[0], Z, cell)
     cold, D_cold = pred.predict(f[3].positions, Z, cell, grid)

@@ -13,7 +13,9 @@ def test_symmetry_ops_count():
     assert len(symmetry_ops(np.eye(3) * 4.0, (12, 12, 12))) == 48
     assert len(symmetry_ops(np.diag([4.0, 4.0, 5.0]), (12, 12, 15))) == 16
     assert len(symmetry_ops(np.diag([4.0, 4.0, 4.0]), (12, 12, 16))) == 16
-    assert symmetry_ops(np.array([[4.0, 0, 0], [1.0, 4.0, 0], [0, 0, 4.0]]), (12, 12, 12)) == []
+    # a skewed cell keeps the identity and the inversion only
+    assert symmetry_ops(np.array([[4.0, 0, 0], [1.0, 4.0, 0], [0, 0, 4.0]]), (12, 12, 12)) == [
+        SymmetryOp((0, 1, 2), (1, 1, 1)), SymmetryOp((0, 1, 2), (-1, -1, -1))]
 
 
 def test_op_is_a_map_of_grid_points():
@@ -43,21 +45,25 @@ def test_transformed_density_and_D_match_gpaw():
     assert projector_l(np.array([3, 14, 3])) == {3: [0, 1, 1, 1, 0], 14: [0, 1, 1, 1, 0, 1, 1, 1, 2, 2, 2, 2, 2]}
     l_i = projector_l(np.array([3, 3]))[3]
 
-    def run(positions):
-        atoms = Atoms("Li2", positions=positions, cell=[L, L, L], pbc=True)
+    def run(positions, cell):
+        atoms = Atoms("Li2", positions=positions, cell=cell, pbc=True)
+        atoms.wrap()
         atoms.calc = GPAW(mode=PW(200), xc="PBE", occupations={"name": "fermi-dirac", "width": 0.1},
                           symmetry="off", txt=None, convergence={"density": 1e-7, "eigenstates": 1e-10})
         atoms.get_potential_energy()
         return nt_sR_from_gpaw(atoms.calc)[0], np.stack([D[0] for D in D_asii_from_gpaw(atoms.calc)])
 
-    nt, D = run(pos)
-    op = SymmetryOp((2, 0, 1), (-1, 1, -1))
-    nt2, D2 = run((pos @ op.R.T) % L)
-    expect = op.grid(torch.as_tensor(nt)).numpy()
-    assert np.abs(nt2 - expect).sum() / np.abs(nt2).sum() < 1e-5
-    np.testing.assert_allclose(D2, transform_D(D, op, l_i), atol=2e-5)
-    # and the p block does change: the test would catch a wrong harmonic order
-    assert np.abs(transform_D(D, op, l_i) - D).max() > 1e-3
+    # a cubic cell's rotation, and the inversion of a triclinic cell (its only operation besides
+    # the identity), both checked against GPAW at the transformed positions
+    skewed = np.array([[L, 0, 0], [0.9, L, 0], [-0.6, 0.7, L]])
+    for cell, op in ((np.eye(3) * L, SymmetryOp((2, 0, 1), (-1, 1, -1))), (skewed, symmetry_ops(skewed, (1,) * 3)[1])):
+        nt, D = run(pos, cell)
+        nt2, D2 = run(pos @ op.R.T, cell)
+        expect = op.grid(torch.as_tensor(nt)).numpy()
+        assert np.abs(nt2 - expect).sum() / np.abs(nt2).sum() < 1e-5
+        np.testing.assert_allclose(D2, transform_D(D, op, l_i), atol=2e-5)
+        # and the p block does change: the test would catch a wrong harmonic order
+        assert np.abs(transform_D(D, op, l_i) - D).max() > 1e-3
 
 
 def test_inverse_undoes_every_op():

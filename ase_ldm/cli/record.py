@@ -4,6 +4,7 @@ Start from an ASE-readable structure file or the built-in preset 'li-liquid' (N 
 liquid density, melted, then equilibrated). A killed run keeps its completed frames;
 '--append' continues it from the last frame with the settings stored in the file (options
 given with --append must equal the stored ones). Outputs are checked before GPAW starts.
+Under MPI (mpiexec -n N ase-ldm record ...) every rank runs the MD and rank 0 writes.
 
 Example: ase-ldm record --preset li-liquid --atoms 16 --steps 100 --ecut 300 -o li16.h5
 """
@@ -76,13 +77,15 @@ class CLICommand:
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
+        from ..core.mpi import from_root, is_root
         from ..data.aimd import PRESETS, AIMDSettings, run_aimd
         from ..data.continuation import check_append, check_outputs, stored_run
 
         out = Path(args.output)
-        # Every output first: nothing is computed for a file that cannot be written.
-        check_outputs(out, append=args.append, overwrite=args.force, gpaw_txt=args.gpaw_txt)
-        stored = stored_run(out) if args.append and out.exists() else None
+        # Every output first: nothing is computed for a file that cannot be written. Under MPI
+        # rank 0 reads the files and every rank gets its answer.
+        from_root(check_outputs, out, append=args.append, overwrite=args.force, gpaw_txt=args.gpaw_txt)
+        stored = from_root(stored_run, out) if args.append and out.exists() else None
         resuming = stored is not None and stored.frames > 0
 
         given = {field: getattr(args, dest) for dest, (field, _) in _SETTINGS.items()
@@ -130,8 +133,9 @@ class CLICommand:
                 raise InvalidInput(f"{args.structure}: a periodic 3D cell is required (pbc={atoms.pbc.tolist()})")
         if stored is not None:
             # named refusals (settings, structure) before run_aimd repeats the check
-            check_append(out, settings, atoms, structure=args.structure)
+            from_root(check_append, out, settings, atoms, structure=args.structure)
         n = run_aimd(atoms, out, settings, append=args.append, overwrite=args.force,
                      gpaw_txt=args.gpaw_txt, progress=not args.no_progress, guess=args.guess)
-        print(f"{args.output}: {n} frames")
+        if is_root():
+            print(f"{args.output}: {n} frames")
         return 0

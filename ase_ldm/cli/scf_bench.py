@@ -7,7 +7,8 @@ run directory). NAME+wfsK also extrapolates the wave functions in time (order K:
 2 quadratic) instead of GPAW's move of them. Reports iterations per step, seconds per step
 (model time included), the guess's share of them and the largest energy and force
 differences from GPAW's own run. --threads N runs each provider in a fresh process with N
-threads (torch, OpenMP, BLAS).
+threads (torch, OpenMP, BLAS). Under MPI (mpiexec -n N ase-ldm scf-bench ...) every provider
+runs on all ranks and rank 0 prints and writes.
 
 Example: ase-ldm scf-bench li16.h5 --frame 600 --steps 10 --provider extrapolate-quadratic
          --provider sad-extrapolate --threads 1 --json scf.json
@@ -35,10 +36,13 @@ class CLICommand:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from ..core.mpi import is_root
         from ..scf.bench import scf_bench
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
                         device=args.device, json_out=args.json, threads=args.threads, mode=args.mode)
+        if not is_root():
+            return 0
         print(f"{'provider':<30}{'iter/step':>10}{'s/step':>9}{'guess':>7}{'cold':>6}{'max dE (eV)':>13}"
               f"{'max dF (eV/A)':>15}{'threads':>8}")
         for name, r in out["providers"].items():

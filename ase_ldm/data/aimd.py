@@ -25,9 +25,10 @@ except ImportError:  # pragma: no cover - older ASE
     def thermalize_momenta(atoms, temperature_K, *, rng=None):
         _mb(atoms, temperature_K=temperature_K, rng=rng)
 
+from ..core.mpi import from_root, is_root
 from ..errors import DatasetError, InvalidInput
-from .recorder import DensityRecorder, check_serial
-from .store import DensityWriter
+from .recorder import DensityRecorder
+from .root_writer import open_writer
 
 __all__ = ["AIMDSettings", "li_liquid", "make_gpaw", "run_aimd", "PRESETS"]
 
@@ -181,6 +182,9 @@ def run_aimd(
     (``gpaw_txt``, a path or ``'-'`` for stdout) is continued when appending, never replaced
     unless ``overwrite``.
 
+    Under MPI (``mpiexec -n N``, ``gpaw -P N``) every rank runs the MD and rank 0 checks and
+    writes the files and shows the progress; an error found there is raised on every rank.
+
     ``guess`` starts each MD step's SCF (:func:`ase_ldm.scf.hook.parse_spec`: a provider name,
     optionally ``+wfsK``; ``gpaw`` for GPAW's own). It changes where the SCF starts, not the
     converged densities that are recorded.
@@ -201,17 +205,16 @@ def run_aimd(
     from ..scf.providers import make_provider
     from .continuation import check_append, check_outputs
 
-    check_serial("recording")
     guess_name, wfs_order = check_spec(guess)
-    check_outputs(out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
-    stored = check_append(out, settings, atoms) if append and Path(out).exists() else None
+    from_root(check_outputs, out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
+    stored = from_root(check_append, out, settings, atoms) if append and Path(out).exists() else None
     if atoms is None and (stored is None or stored.frames == 0):
         raise InvalidInput("no starting structure: give atoms, or append to an existing file with frames")
-    writer = DensityWriter(out, append=append, overwrite=overwrite,
-                           attrs={"timestep_fs": settings.timestep_fs, "aimd_settings": asdict(settings)})
+    writer = open_writer(out, append=append, overwrite=overwrite,
+                         attrs={"timestep_fs": settings.timestep_fs, "aimd_settings": asdict(settings)})
     log_file = None
     try:
-        if gpaw_txt is not None and str(gpaw_txt) != "-":
+        if gpaw_txt is not None and str(gpaw_txt) != "-" and is_root():  # GPAW logs from rank 0
             log_file = open(gpaw_txt, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed below
         last = writer.last_frame()
         if last is not None:
@@ -224,12 +227,12 @@ def run_aimd(
             raise InvalidInput("no starting structure: give atoms, or append to an existing file with frames")
         else:
             atoms = atoms.copy()
-        calc = make_gpaw(settings, txt=gpaw_txt if log_file is None else log_file)
+        calc = make_gpaw(settings, txt="-" if gpaw_txt is not None and str(gpaw_txt) == "-" else log_file)
         atoms.calc = guided_gpaw(calc, make_provider(guess_name, calc), wfs_extrapolation=wfs_order)
         # A resumed run draws fresh Langevin noise: seed offset by the frames already written.
         seed = settings.seed + len(writer)
 
-        bar = _progress(settings, progress, resumed=last is not None)
+        bar = _progress(settings, progress and is_root(), resumed=last is not None)
         if last is None:
             T0 = settings.melt_temperature_K if settings.melt_steps else settings.temperature_K
             thermalize_momenta(atoms, T0, rng=np.random.default_rng(seed))

@@ -11,6 +11,9 @@ Each call appends one flushed frame, so a killed run keeps every completed frame
 and the first call of a fresh dynamics object (step 0, the state already stored) is skipped.
 A continued file must stay one run: dynamics (ensemble, thermostat, temperature, friction)
 or GPAW settings (mode, xc, cutoff, k-points, smearing) other than the stored ones are refused.
+
+Under MPI (``mpiexec -n N``, ``gpaw -P N``) every rank gathers the frame and rank 0 writes it
+(:class:`~ase_ldm.data.root_writer.RootWriter`); an error in writing is raised on every rank.
 """
 
 from __future__ import annotations
@@ -23,25 +26,14 @@ from ase import Atoms, units
 
 from ..errors import DatasetError, InvalidInput
 from .gpaw_io import frame_from_gpaw, provenance_from_gpaw
+from .root_writer import RootWriter, open_writer
 from .store import DensityWriter
 
-__all__ = ["DensityRecorder", "dynamics_attrs", "check_serial"]
+__all__ = ["DensityRecorder", "dynamics_attrs"]
 
 # provenance that must not change within one trajectory (timestep: checked by DensityWriter)
 _DYNAMICS_KEYS = ("ensemble", "dynamics", "temperature_K", "friction_per_fs")
 _GPAW_KEYS = ("mode", "xc", "kpts", "ecut_eV", "smearing", "spinpol")
-
-
-def check_serial(what: str) -> None:
-    """Refuse to record on several MPI ranks: every rank would write the same file."""
-    try:
-        from gpaw.mpi import world
-    except ImportError:
-        return
-    if world.size > 1:
-        raise InvalidInput(f"{what} on {world.size} MPI ranks: every rank would write the same file, and "
-                           "recording from one rank is not built yet; record serially (GuidedGPAW runs in "
-                           "parallel without recording)")
 
 
 def dynamics_attrs(dyn: Any) -> dict[str, Any]:
@@ -69,8 +61,9 @@ class DensityRecorder:
 
     Parameters
     ----------
-    target : path or DensityWriter
-        Output dataset. A path is opened with ``append`` / ``overwrite`` as given.
+    target : path, DensityWriter or RootWriter
+        Output dataset. A path is opened with ``append`` / ``overwrite`` as given (from rank 0
+        under MPI, :func:`~ase_ldm.data.root_writer.open_writer`).
     atoms : Atoms
         The atoms the dynamics moves; ``atoms.calc`` must be a (new-code) GPAW calculator.
     dyn : ASE dynamics, optional
@@ -93,7 +86,7 @@ class DensityRecorder:
 
     def __init__(
         self,
-        target: str | os.PathLike | DensityWriter,
+        target: str | os.PathLike | DensityWriter | RootWriter,
         atoms: Atoms,
         dyn: Any = None,
         *,
@@ -102,21 +95,20 @@ class DensityRecorder:
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
     ) -> None:
-        check_serial("DensityRecorder")
         if dyn is None and timestep_fs is None:
             raise InvalidInput("give the dynamics object (dyn=...) or the time between frames (timestep_fs=...)")
         extra = dict(attrs or {})
         if dyn is not None:
             extra = {**dynamics_attrs(dyn), **extra}
-        self.writer = target if isinstance(target, DensityWriter) else DensityWriter(
-            target, append=append, overwrite=overwrite, attrs=extra)
-        if isinstance(target, DensityWriter):
+        given = isinstance(target, (DensityWriter, RootWriter))
+        self.writer = target if given else open_writer(target, append=append, overwrite=overwrite, attrs=extra)
+        if given:
             self.writer.attrs.update(extra)
         self._stored = self.writer.stored_attrs if len(self.writer) else {}
         if self._stored:
             diffs = _differences(self._stored, extra, _DYNAMICS_KEYS)
             if diffs:
-                if not isinstance(target, DensityWriter):
+                if not given:
                     self.writer.close()  # opened here: release the file
                 raise InvalidInput(
                     f"{self.writer.path}: appending with other dynamics than the trajectory was recorded with "

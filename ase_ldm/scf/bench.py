@@ -12,6 +12,10 @@ between providers) whose torch, OpenMP and BLAS thread counts are all ``threads`
 the providers run one after the other in this process with its thread settings. Either way
 the result records each run's torch threads and its thread environment variables. Library
 callers of ``threads`` need the ``if __name__ == "__main__":`` guard that spawning requires.
+
+Under MPI (``mpiexec -n N ase-ldm scf-bench ...``) every provider's MD runs on all ranks, and
+rank 0 shows the progress and writes the JSON; ``threads`` is refused there (the thread count of
+each rank is set by the environment that ``mpiexec`` passes on, e.g. ``-x OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
+from ..core.mpi import from_root, is_root, world
 from ..data.atomic import write_text_atomic
 from ..data.store import open_dataset
 from ..errors import DatasetError, InvalidInput
@@ -125,6 +130,11 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidInput(f"threads must be a positive integer, got {threads!r}")
+    ranks = world().size
+    if threads is not None and ranks > 1:
+        raise InvalidInput(f"threads: a fresh process per provider cannot join the {ranks} MPI ranks; drop "
+                           "--threads and set the threads of each rank in mpiexec's environment "
+                           "(mpiexec -x OMP_NUM_THREADS=1 ...)")
     from .hook import check_spec
 
     if mode not in (None, "pw", "lcao", "fd"):
@@ -134,7 +144,7 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
     names = ["gpaw"] + [p for p in providers if p != "gpaw"]
     runs = {}
     it = names
-    if progress:
+    if progress and is_root():
         from tqdm.auto import tqdm
 
         it = tqdm(names, desc="scf-bench", unit="provider")
@@ -143,7 +153,7 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
         runs[name] = run_provider(*args) if threads is None else _spawn(threads, *args)
     ref = runs["gpaw"]
     out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "threads": threads,
-                           "mode": mode or "dataset's", "providers": {}}
+                           "mpi_ranks": ranks, "mode": mode or "dataset's", "providers": {}}
     for name in names:
         r = runs[name]
         dE = np.abs(np.array(r["energy_eV"]) - np.array(ref["energy_eV"]))
@@ -165,5 +175,5 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
         if r.get("served") is not None:  # which candidate an auto provider served, step by step
             out["providers"][name]["served"] = r["served"]
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(out, indent=1))
+        from_root(write_text_atomic, json_out, json.dumps(out, indent=1))
     return out

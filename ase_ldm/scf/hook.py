@@ -23,8 +23,11 @@ ends, so converged energies and forces agree with an unguided run to the SCF tol
 Supported: new-code GPAW 26.x; plane-wave, LCAO and FD modes; spin-paired or spin-polarised
 with a provider that predicts every spin channel; k-points; serial or MPI (``mpiexec -n N``,
 ``gpaw -P N``: every rank computes the guess from the gathered density, rank 0's is scattered
-over the domains); symmetry off. Wave-function extrapolation needs plane waves or FD and one
-rank. Anything else is refused with :class:`UnsupportedSetup` naming the setting to change.
+over the domains); no point-group symmetry (time reversal may stay on: it only pairs k and -k,
+which share one density). Wave-function extrapolation needs plane waves or FD and bands
+that are not split over ranks (domains, k-points and spins may be: each k-point's bands are
+gathered onto the first rank of its domain, extrapolated there and scattered back). Anything
+else is refused with :class:`UnsupportedSetup` naming the setting to change.
 """
 
 from __future__ import annotations
@@ -64,9 +67,14 @@ def check_supported(calc: Any) -> None:
     mode = calc.params.mode.name
     if mode not in MODES:
         raise UnsupportedSetup(f"mode {mode!r}: the hook supports the modes {MODES}")
-    sym = calc.params.symmetry.todict() if hasattr(calc.params.symmetry, "todict") else calc.params.symmetry
-    if sym not in ("off", {"point_group": False, "time_reversal": False}):
-        raise UnsupportedSetup(f"symmetry {sym!r}: pass symmetry='off' (a guess must not be symmetrised away)")
+    sym = calc.params.symmetry
+    point_group = sym != "off" and getattr(sym, "point_group", True)
+    if point_group:
+        raise UnsupportedSetup(
+            "point-group symmetry: GPAW keeps the wave functions of the irreducible k-points only and "
+            "symmetrises every density with the group of the first positions, which MD breaks (and a guess "
+            "without that symmetry would be symmetrised away); pass symmetry={'point_group': False} "
+            "(time reversal may stay on) or symmetry='off'")
 
 
 def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> None:
@@ -83,10 +91,21 @@ def inject_density(dft: Any, nt_sR: np.ndarray, D_asii: list[np.ndarray]) -> Non
     dft.potential, dft.energies, _ = dft.pot_calc.calculate(density, dft.ibzwfs, dft.potential.vHt_x)
 
 
-def converged_wave_functions(dft: Any) -> list[np.ndarray]:
-    """Copies of the wave functions of every k-point and spin (serial runs): plane-wave
-    coefficients ``psit_nG``, or FD grid values ``psit_nR``."""
-    return [np.array(wfs.psit_nX.data, copy=True) for wfs in dft.ibzwfs]
+def converged_wave_functions(dft: Any) -> list[np.ndarray | None]:
+    """Copies of the wave functions of this rank's k-points and spins: plane-wave coefficients
+    ``psit_nG``, or FD grid values ``psit_nR``, of all bands.
+
+    Under domain decomposition each k-point's wave functions are gathered onto the first rank of
+    its domain (a collective call); the other ranks of the domain get None.
+    """
+    out = []
+    for wfs in dft.ibzwfs:
+        if wfs.psit_nX.comm.size > 1:  # GPAW chose to split the bands (same answer on every rank)
+            raise UnsupportedSetup(f"wave-function extrapolation with the bands split over {wfs.psit_nX.comm.size} "
+                                   "ranks: the bands are aligned as one set; set parallel={'band': 1} or drop '+wfsK'")
+        psit = wfs.psit_nX.gather()
+        out.append(None if psit is None else np.array(psit.data, copy=True))
+    return out
 
 
 def real_wave_functions(dft: Any) -> list[bool]:
@@ -136,9 +155,20 @@ def extrapolate_wave_functions(past: list[list[np.ndarray]], order: int,
     return out
 
 
-def _set_wave_functions(dft: Any, psit: list[np.ndarray]) -> None:
+def _extrapolated_wave_functions(dft: Any, past: list[list[np.ndarray | None]], order: int
+                                 ) -> list[np.ndarray | None]:
+    """:func:`extrapolate_wave_functions` of this rank's gathered histories (None where another
+    rank of the domain holds them)."""
+    real = real_wave_functions(dft)
+    return [None if past[0][q] is None else
+            extrapolate_wave_functions([[step[q]] for step in past], order, [real[q]])[0]
+            for q in range(len(past[0]))]
+
+
+def _set_wave_functions(dft: Any, psit: list[np.ndarray | None]) -> None:
+    """Write gathered wave functions back, scattered over each k-point's domain (collective)."""
     for wfs, C in zip(dft.ibzwfs, psit):
-        wfs.psit_nX.data[:] = C
+        wfs.psit_nX.scatter_from(C)
         wfs._P_ani = None
         wfs.orthonormalized = False
 
@@ -279,6 +309,13 @@ def start_from_density(calc: Any, atoms: Atoms, nt_sR: np.ndarray, D_asii: list[
     return steps
 
 
+def _parallel_setting(calc: Any, key: str) -> Any:
+    """One entry of the calculator's ``parallel`` parameter (None: GPAW's choice)."""
+    parallel = getattr(calc.params, "parallel", None)
+    parallel = parallel.todict() if hasattr(parallel, "todict") else parallel
+    return (parallel or {}).get(key)
+
+
 def _check_steps(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50:
         raise InvalidInput(f"{name} must be an integer from 0 to 50, got {value!r}")
@@ -310,8 +347,7 @@ def _make_guided_class():
             if self.wfs_order >= 0 and converged:
                 self.wfs_history.appendleft(converged_wave_functions(self.dft))
                 if len(self.wfs_history) > 1:
-                    psit = extrapolate_wave_functions(list(self.wfs_history), self.wfs_order,
-                                                      real_wave_functions(self.dft))
+                    psit = _extrapolated_wave_functions(self.dft, list(self.wfs_history), self.wfs_order)
             self.guess_seconds.append(time.perf_counter() - t0)
             if guess is None and psit is None:
                 super().move_atoms(atoms)
@@ -410,11 +446,11 @@ def guided_gpaw(calc: Any, provider: DensityProvider | str, *, wfs_extrapolation
         raise InvalidInput(f"wfs_extrapolation must be -1 (GPAW's own move) or one of "
                            f"{sorted(k for k in COEFFICIENTS if k > 0)}, got {wfs_extrapolation}")
     check_wfs_mode(wfs_extrapolation, calc.params.mode.name)
-    ranks = getattr(getattr(calc, "comm", None), "size", 1)
-    if wfs_extrapolation >= 0 and ranks > 1:
-        raise UnsupportedSetup(f"wave-function extrapolation on {ranks} MPI ranks: the wave functions are "
-                               "distributed over the ranks and their alignment is serial so far; drop '+wfsK' "
-                               "(the density guess works in parallel) or run serially")
+    band = _parallel_setting(calc, "band")
+    if wfs_extrapolation >= 0 and band not in (None, 1):
+        raise UnsupportedSetup(f"wave-function extrapolation with the bands split over {band} ranks: the bands "
+                               "are aligned as one set; drop parallel={'band': ...} (domains and k-points may "
+                               "be split) or drop '+wfsK'")
     if _GUIDED is None:
         _GUIDED = _make_guided_class()
     if isinstance(provider, str):

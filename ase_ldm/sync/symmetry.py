@@ -133,14 +133,16 @@ def transform_D(D: np.ndarray | torch.Tensor, op: SymmetryOp, l_i: list[int]) ->
 
 
 def symmetry_ops(cell: np.ndarray, grid: tuple[int, int, int]) -> list[SymmetryOp]:
-    """The axis permutations and mirrors that map this cell and grid onto themselves
-    (48 for a cubic cell with an equal grid, 8 mirrors for an orthorhombic one, none otherwise)."""
+    """The axis permutations and mirrors that map this cell and grid onto themselves: 48 for a
+    cubic cell with an equal grid, 8 mirrors for an orthorhombic one, and the identity and the
+    inversion for any other cell (inversion maps every lattice onto itself; other operations of
+    a skewed cell do not act on fractional coordinates as axis permutations and mirrors)."""
     import itertools
 
     cell = np.asarray(cell, float)
     lengths = np.linalg.norm(cell, axis=1)
     if np.abs(cell - np.diag(np.diag(cell))).max() > 1e-8:
-        return []
+        return [SymmetryOp((0, 1, 2), (1, 1, 1)), SymmetryOp((0, 1, 2), (-1, -1, -1))]
     ops = []
     for perm in itertools.permutations(range(3)):
         if any(abs(lengths[p] - lengths[i]) > 1e-8 or grid[p] != grid[i] for i, p in enumerate(perm)):

@@ -157,3 +157,25 @@ def test_scf_bench_on_two_ranks_prints_and_writes_from_rank_0(recorded, tmp_path
         assert out["providers"][name]["max_energy_diff_eV"] < 1e-6
     done = subprocess.run([*cmd, "--threads", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and done.stderr.count("cannot join the 2 MPI ranks") == 2
+
+
+@needs_mpi
+def test_from_root_raises_rank_0_errors_on_every_rank(tmp_path):
+    """An error on rank 0 (ours, or any other) reaches rank 1 instead of leaving it waiting."""
+    code = ("import sys\n"
+            "from ase_ldm.core.mpi import from_root, world\n"
+            "from ase_ldm.errors import InvalidInput\n"
+            "assert from_root(lambda: world().rank) == 0\n"
+            "seen = []\n"
+            "for err in (InvalidInput('bad input'), ValueError('a bug')):\n"
+            "    try:\n"
+            "        from_root(lambda: (_ for _ in ()).throw(err))\n"
+            "    except Exception as got:\n"
+            "        seen.append(f'{type(got).__name__}: {got}')\n"
+            "open(f'{sys.argv[1]}/{world().rank}.txt', 'w').write('\\n'.join(seen))\n")
+    cmd = ["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-c", code, str(tmp_path)]
+    done = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert (tmp_path / "0.txt").read_text().splitlines() == ["InvalidInput: bad input", "ValueError: a bug"]
+    assert (tmp_path / "1.txt").read_text().splitlines() == ["InvalidInput: bad input",
+                                                            "RuntimeError: rank 0 failed: ValueError: a bug"]

@@ -32,8 +32,12 @@ def test_predictor_checks_and_predicts(trained_sync, synthetic_long):
         pred.predict(f[0].positions, np.array([3, 11]), cell, grid)
     sheared = np.array(cell, float)
     sheared[1] += 0.2 * sheared[0]  # other angles, same grid: the convolutions would see other neighbours
-    with pytest.raises(ValueError, match="cell angles"):
+    with pytest.raises(ValueError, match="cell vectors point other ways"):
         pred.predict(f[0].positions, Z, sheared, grid)
+    c, sn = np.cos(0.5), np.sin(0.5)  # the training cell's shape, rotated: D would be in other axes
+    rotated = np.asarray(cell, float) @ np.array([[c, sn, 0], [-sn, c, 0], [0, 0, 1]])
+    with pytest.raises(ValueError, match="cell vectors point other ways"):
+        pred.predict(f[0].positions, Z, rotated, grid)
     with pytest.raises(ValueError, match="finite"):
         pred.observe(f[0].positions, np.full(grid, np.nan), D[0], Z, cell)
     cold, D_cold = pred.predict(f[3].positions, Z, cell, grid)

@@ -85,7 +85,7 @@ class CLICommand:
         # Every output first: nothing is computed for a file that cannot be written. Under MPI
         # rank 0 reads the files and every rank gets its answer.
         from_root(check_outputs, out, append=args.append, overwrite=args.force, gpaw_txt=args.gpaw_txt)
-        stored = from_root(stored_run, out) if args.append and out.exists() else None
+        stored = from_root(lambda: stored_run(out) if args.append and out.exists() else None)
         resuming = stored is not None and stored.frames > 0
 
         given = {field: getattr(args, dest) for dest, (field, _) in _SETTINGS.items()

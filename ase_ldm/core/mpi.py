@@ -44,26 +44,35 @@ def from_root(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``func(*args, **kwargs)`` run on rank 0 only; its result, or its error, on every rank.
 
     The result must pickle. An :class:`~ase_ldm.errors.AseLdmError` raised on rank 0 is raised on
-    every rank; any other error is raised on rank 0 as it is and on the others as a
-    RuntimeError naming it. Serially this is just the call.
+    every rank; any other error (an interrupt, a result that does not pickle, a bug) is raised on
+    rank 0 as it is and on the others as a RuntimeError naming it, so that no rank is left
+    waiting. Serially this is just the call.
     """
     comm = world()
     if comm.size == 1:
         return func(*args, **kwargs)
-    from gpaw.mpi import broadcast
+    import pickle
 
-    message: tuple[str, Any] | None = None
+    from gpaw.mpi import broadcast_bytes
+
+    if comm.rank != 0:
+        kind, value = pickle.loads(broadcast_bytes(None, 0, comm=comm))
+        if kind == "error":
+            raise value
+        return value
     error: BaseException | None = None
-    if comm.rank == 0:
+    try:
+        value = func(*args, **kwargs)
+        payload = pickle.dumps(("ok", value), pickle.HIGHEST_PROTOCOL)
+    except BaseException as err:  # every rank must hear of it, whatever it is
+        error = err
+        shared = err if isinstance(err, AseLdmError) else RuntimeError(
+            f"rank 0 failed: {type(err).__name__}: {err}")
         try:
-            message = ("ok", func(*args, **kwargs))
-        except AseLdmError as err:
-            message, error = ("error", err), err
-        except Exception as err:  # a bug: its traceback stays on rank 0
-            message, error = ("error", RuntimeError(f"rank 0 failed: {type(err).__name__}: {err}")), err
-    kind, value = broadcast(message, 0, comm=comm)
+            payload = pickle.dumps(("error", shared), pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            payload = pickle.dumps(("error", RuntimeError(f"rank 0 failed: {type(err).__name__}: {err}")))
+    broadcast_bytes(payload, 0, comm=comm)
     if error is not None:
         raise error
-    if kind == "error":
-        raise value
     return value

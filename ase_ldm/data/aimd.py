@@ -207,15 +207,17 @@ def run_aimd(
 
     guess_name, wfs_order = check_spec(guess)
     from_root(check_outputs, out, append=append, overwrite=overwrite, gpaw_txt=gpaw_txt)
-    stored = from_root(check_append, out, settings, atoms) if append and Path(out).exists() else None
+    stored = from_root(lambda: check_append(out, settings, atoms) if append and Path(out).exists() else None)
     if atoms is None and (stored is None or stored.frames == 0):
         raise InvalidInput("no starting structure: give atoms, or append to an existing file with frames")
     writer = open_writer(out, append=append, overwrite=overwrite,
                          attrs={"timestep_fs": settings.timestep_fs, "aimd_settings": asdict(settings)})
     log_file = None
     try:
-        if gpaw_txt is not None and str(gpaw_txt) != "-" and is_root():  # GPAW logs from rank 0
-            log_file = open(gpaw_txt, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        if gpaw_txt is not None and str(gpaw_txt) != "-":  # GPAW logs from rank 0, which opens the file
+            opened: list[IO[str]] = []
+            from_root(lambda: opened.append(open(gpaw_txt, "a" if append else "w", encoding="utf-8")))  # noqa: SIM115
+            log_file = opened[0] if opened else None
         last = writer.last_frame()
         if last is not None:
             if last.velocities is None:  # checked by check_append; kept for a file changed since

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
+from ..core.mpi import world
 from ..errors import DatasetError, InvalidInput
 from .gpaw_io import frame_from_gpaw, provenance_from_gpaw
 from .root_writer import RootWriter, open_writer
@@ -101,6 +102,10 @@ class DensityRecorder:
         if dyn is not None:
             extra = {**dynamics_attrs(dyn), **extra}
         given = isinstance(target, (DensityWriter, RootWriter))
+        if isinstance(target, DensityWriter) and world().size > 1:
+            raise InvalidInput(f"DensityRecorder on {world().size} MPI ranks with a DensityWriter: every rank "
+                               "would open the file; pass the path (or open_writer(path), which writes from "
+                               "rank 0)")
         self.writer = target if given else open_writer(target, append=append, overwrite=overwrite, attrs=extra)
         if given:
             self.writer.attrs.update(extra)

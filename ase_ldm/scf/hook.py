@@ -67,9 +67,8 @@ def check_supported(calc: Any) -> None:
     mode = calc.params.mode.name
     if mode not in MODES:
         raise UnsupportedSetup(f"mode {mode!r}: the hook supports the modes {MODES}")
-    sym = calc.params.symmetry
-    point_group = sym != "off" and getattr(sym, "point_group", True)
-    if point_group:
+    sym = calc.params.symmetry  # gpaw.dft.Symmetry, whatever form the user gave
+    if getattr(sym, "point_group", True) or getattr(sym, "rotations", None) is not None:
         raise UnsupportedSetup(
             "point-group symmetry: GPAW keeps the wave functions of the irreducible k-points only and "
             "symmetrises every density with the group of the first positions, which MD breaks (and a guess "

@@ -40,10 +40,15 @@ __all__ = ["SyncPredictor"]
 MAX_DENSITY = 1e3
 
 
+def _directions(cell: np.ndarray) -> np.ndarray:
+    """The cell vectors as unit vectors, (3, 3)."""
+    cell = np.asarray(cell, float)
+    return cell / np.linalg.norm(cell, axis=1, keepdims=True)
+
+
 def cell_angles(cell: np.ndarray) -> np.ndarray:
     """The angles (alpha, beta, gamma) between the cell vectors (b, c), (a, c), (a, b), in degrees."""
-    a = np.asarray(cell, float)
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    a = _directions(cell)
     cos = [a[1] @ a[2], a[0] @ a[2], a[0] @ a[1]]
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
@@ -155,12 +160,14 @@ class SyncPredictor:
             self.prior.species_index(np.asarray(numbers))
         except ValueError as err:
             raise ModelMismatch(str(err)) from None
-        angles, trained = cell_angles(cell), cell_angles(np.asarray(self.meta.get("cell", np.eye(3)), float))
-        if np.abs(angles - trained).max() > 0.5:
-            raise ModelMismatch(f"cell angles {angles.round(2).tolist()} deg differ from the training cell's "
-                                f"{trained.round(2).tolist()}: the network's convolutions see grid neighbours, whose "
-                                "geometry the angles set; train a model on cells of this shape (ase-ldm "
-                                "train-sync), or use a physics provider (sad-extrapolate) here")
+        trained = np.asarray(self.meta.get("cell", np.eye(3)), float)
+        if np.abs(_directions(cell) - _directions(trained)).max() > 0.01:
+            raise ModelMismatch(
+                f"cell vectors point other ways than the training cell's (angles {cell_angles(cell).round(2).tolist()} "
+                f"against {cell_angles(trained).round(2).tolist()} deg, or the cell is rotated): the network's "
+                "convolutions see grid neighbours, whose geometry the cell sets, and its PAW matrices are in the "
+                "training cell's axes; train a model on cells of this shape (ase-ldm train-sync), or use a physics "
+                "provider (sad-extrapolate) here")
         spacing = np.linalg.norm(cell, axis=1) / np.asarray(grid)
         if np.any(np.abs(spacing / self.grid_spacing - 1) > 0.02):
             raise ModelMismatch(f"grid spacing {spacing.round(4).tolist()} A differs from the model's "

@@ -179,3 +179,37 @@ def test_from_root_raises_rank_0_errors_on_every_rank(tmp_path):
     assert (tmp_path / "0.txt").read_text().splitlines() == ["InvalidInput: bad input", "ValueError: a bug"]
     assert (tmp_path / "1.txt").read_text().splitlines() == ["InvalidInput: bad input",
                                                             "RuntimeError: rank 0 failed: ValueError: a bug"]
+
+
+@needs_mpi
+def test_density_calculator_on_two_ranks_gives_the_serial_densities(trained_sync, tmp_path):
+    """DensityCalculator around GPAW under mpiexec: forces from the parallel GPAW, the model's
+    density synchronised from GPAW's gathered one every step (history 3); both ranks serve the
+    serial run's densities and energies."""
+    code = ("import sys, json, numpy as np\nimport gpaw.mpi\n"  # GPAW's world before ASE's (as `gpaw python`)
+            "from ase import units\nfrom ase.md.verlet import VelocityVerlet\n"
+            "from ase.md.velocitydistribution import thermalize_momenta\nfrom gpaw import GPAW\n"
+            "from conftest import li2\nfrom ase_ldm.calculator import DensityCalculator\n"
+            "from ase_ldm.core.mpi import world\n"
+            "atoms = li2(rattle=0.1, seed=2)\n"
+            "thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))\n"
+            "gp = GPAW(mode={'name': 'pw', 'ecut': 200.0}, xc='PBE', symmetry='off', txt=None,\n"
+            "          occupations={'name': 'fermi-dirac', 'width': 0.1})\n"
+            "atoms.calc = calc = DensityCalculator(sys.argv[1], calc=gp, timestep_fs=2.0, history=3, resync_every=1)\n"
+            "out = {'nt': [], 'E': []}\n"
+            "def grab():\n"
+            "    out['nt'].append(float(np.abs(calc.get_pseudo_density()).sum()))\n"
+            "    out['E'].append(atoms.get_potential_energy())\n"
+            "dyn = VelocityVerlet(atoms, 2 * units.fs)\ndyn.attach(grab)\ndyn.run(3)\n"
+            "json.dump(out, open(f'{sys.argv[2]}/{world().size}-{world().rank}.json', 'w'))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cmd, extra in (([], {}), (["mpiexec", "-n", "2", "--oversubscribe"], MPI_ENV)):
+        done = subprocess.run([*cmd, sys.executable, "-c", code, str(trained_sync[0]), str(tmp_path)],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=600, cwd=SCRIPT.parent)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    serial = json.loads((tmp_path / "1-0.json").read_text())
+    assert len(serial["nt"]) == 4
+    for rank in (0, 1):
+        par = json.loads((tmp_path / f"2-{rank}.json").read_text())
+        np.testing.assert_allclose(par["E"], serial["E"], atol=1e-6)
+        np.testing.assert_allclose(par["nt"], serial["nt"], rtol=1e-6)

@@ -90,3 +90,34 @@ def test_resume_refuses_another_dataset(synthetic, synthetic_long, tmp_path):
     with pytest.raises(InvalidInput, match="trains on .*syn_long.h5"):
         train_sync(synthetic, run, None, resume=True, progress=False)
     assert json.loads((run / "model.json").read_text())["epoch"] == 1
+
+
+def test_training_steps_never_reach_across_trajectories():
+    from ase_ldm.sync.series import training_steps
+
+    steps = training_steps([0, 10], n_fit=18, history=3, reverse=True)
+    forward = [t for t, rev in steps if not rev]
+    backward = [t for t, rev in steps if rev]
+    assert forward == [*range(3, 10), *range(13, 18)]
+    assert backward == [*range(0, 7), *range(10, 15)]
+
+
+def test_extra_trajectories_are_trained_on_and_recorded(synthetic, synthetic_long, tmp_path):
+    """--extra-data: all frames of another trajectory join the fit frames; validation, the prior
+    and resume stay with the main dataset; another time step is refused."""
+    from ase_ldm.errors import DatasetError, InvalidInput
+    from ase_ldm.sync.training import train_sync
+
+    run = tmp_path / "r"
+    train_sync(synthetic_long, run, tiny_sync_config(epochs=2), n_train=11, progress=False, stop_after=1,
+               extra_data=[synthetic_long])
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["extra_data"] == [{"path": str(synthetic_long), "frames": 14}]
+    assert meta["train_frames"] == [0, 8] and meta["val_frames"] == [8, 11]
+    with pytest.raises(InvalidInput, match="extra trajectories"):
+        train_sync(synthetic_long, run, None, resume=True, progress=False, extra_data=[synthetic])
+    out = train_sync(synthetic_long, run, None, resume=True, progress=False)  # the run's own extras
+    assert out["history"][-1]["epoch"] == 2 and np.isfinite(out["history"][-1]["val_rel_l1"])
+    with pytest.raises(DatasetError, match="one time step"):
+        train_sync(synthetic_long, tmp_path / "r2", tiny_sync_config(epochs=1), n_train=11, progress=False,
+                   extra_data=[synthetic])

@@ -26,6 +26,9 @@ class CLICommand:
         p.add_argument("--train", type=int, help="use frames [0, N) (default: the first 80 %%)")
         add_training_options(p, "SyncTrainConfig")
         p.add_argument("--val-frames", type=int)
+        p.add_argument("--extra-data", action="append", default=[], metavar="PATH",
+                       help="another trajectory of the same system (.h5 or .npz), all its frames trained on; "
+                            "repeatable. No history crosses two trajectories; validation stays on DATA")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,7 @@ class CLICommand:
                 with open_dataset(args.data) as ds:
                     n_train = int(round(0.8 * len(ds)))
         out = train_sync(args.data, args.output, cfg, n_train=n_train, resume=args.resume,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, extra_data=args.extra_data)
         last = next((r for r in reversed(out["history"]) if "val_rel_l1" in r), {})
         nan = float("nan")
         print(f"{args.output}: epoch {last.get('epoch')}, validation rel. L1 of nt {last.get('val_rel_l1', nan):.3e} "

@@ -137,6 +137,38 @@ class SyncSeries:
         return {k: torch.stack(v) for k, v in out.items()}
 
 
+def concatenate(parts: Sequence[SyncSeries]) -> tuple[SyncSeries, list[int]]:
+    """Trajectories of one system joined into one series, and the first frame of each.
+
+    A history must not reach across a join (:func:`training_steps`); the parts must share the
+    cell, the atoms (species in the same order), the grid and the PAW layout.
+    """
+    first = parts[0]
+    for k, part in enumerate(parts[1:], start=1):
+        if (part.grid != first.grid or not np.allclose(part.cell, first.cell) or
+                not np.array_equal(part.numbers, first.numbers) or part.layout.to_meta() != first.layout.to_meta()):
+            raise DatasetError(f"trajectory {k} is another system than trajectory 0 (cell, atoms, grid or PAW "
+                               "projectors differ); train on trajectories of one system")
+    starts = list(np.cumsum([0] + [len(x) for x in parts[:-1]]).astype(int))
+    joined = SyncSeries(np.concatenate([x.positions for x in parts]), first.cell, first.numbers,
+                        torch.cat([x.p for x in parts]), torch.cat([x.r for x in parts]),
+                        torch.cat([x.D for x in parts]), first.layout)
+    return joined, [int(t) for t in starts]
+
+
+def training_steps(starts: Sequence[int], n_fit: int, history: int, reverse: bool) -> list[tuple[int, bool]]:
+    """The (t, reversed) steps of frames ``[0, n_fit)`` whose ``history`` past steps lie inside t's
+    own trajectory (``starts``: the first frame of each) and inside the fit frames."""
+    bounds = [*starts, n_fit]
+    steps: list[tuple[int, bool]] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        b = min(b, n_fit)
+        steps += [(t, False) for t in range(a + history, b)]
+        if reverse:
+            steps += [(t, True) for t in range(a, b - history)]
+    return sorted(steps, key=lambda s: (s[1], s[0]))
+
+
 def series_from_arrays(prior: RadialPrior, positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray,
                        nt: Any, D: Sequence[Sequence[Any]], *, l_i: dict[int, list[int]] | None = None,
                        chunk: int = 50) -> SyncSeries:

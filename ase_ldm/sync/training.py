@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from ..errors import DatasetError, InvalidInput
 from .config import SyncTrainConfig
 from .net import SyncNet, extrapolation_weights
 from .prior import RadialPrior, band_limit, fit_radial_prior
-from .series import SyncSeries, load_pack, series_from_dataset
+from .series import SyncSeries, concatenate, load_pack, series_from_dataset, training_steps
 from .symmetry import symmetry_ops
 
 __all__ = ["load_series", "set_scales", "train_sync", "evaluate_series", "SYNC_KIND"]
@@ -173,17 +174,26 @@ def _lr(total: int):
 
 def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: SyncTrainConfig | None = None, *,
                n_train: int | None = None, resume: bool = False, progress: bool = True,
-               stop_after: int | None = None) -> dict[str, Any]:
+               stop_after: int | None = None, extra_data: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
     """Train (or resume) a synchronised model on frames ``[0, n_train)`` of a dataset or pack.
 
-    ``stop_after`` ends this call after that many epochs with a checkpoint (for time-limited
-    jobs); ``resume`` continues on the same schedule as an uninterrupted run.
+    ``extra_data``: more trajectories of the same system (datasets or packs, all their frames),
+    trained on beside the fit frames of ``data_path``; no history reaches across two
+    trajectories, and validation stays on the last ``val_frames`` of ``data_path``'s frames.
+    The prior is fitted on ``data_path``. ``stop_after`` ends this call after that many epochs with
+    a checkpoint (for time-limited jobs); ``resume`` continues on the same schedule as an
+    uninterrupted run (with the run's own extra trajectories).
     Returns the history (one record per epoch: losses, seconds, validation metrics).
     """
     run = Path(run_dir)
     cfg, stored = open_run(run, SyncTrainConfig, cfg, resume, data_path)
     if resume:
         n_train = stored["n_train"]
+        if extra_data and [str(x) for x in extra_data] != stored.get("extra_data", []):
+            raise InvalidInput(f"{run}: resume with the run's own extra trajectories ({stored.get('extra_data', [])}), "
+                               "or none")
+        extra_data = stored.get("extra_data", [])
+    extra_data = [str(x) for x in extra_data]
     for name in ("epochs", "batch_size", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -192,11 +202,21 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     device = resolve_device(cfg.device)
     prior = RadialPrior.from_dict(read_meta(run)["prior"]) if resume else None
     series, prior, attrs = load_series(data_path, n_train, cfg, prior)
+    n_main = len(series)
+    extras = []
+    for path in extra_data:
+        extra, _, extra_attrs = load_series(path, None, cfg, prior)
+        if not np.isclose(extra_attrs.get("timestep_fs") or 0.0, attrs.get("timestep_fs") or 0.0):
+            raise DatasetError(f"{path}: frames {extra_attrs.get('timestep_fs')} fs apart, {data_path}'s "
+                               f"{attrs.get('timestep_fs')} fs; the history needs one time step")
+        extras.append(extra)
+    series, starts = concatenate([*extras, series])
     n_train = len(series)
     H = cfg.model.history
     n_fit = n_train - cfg.val_frames
-    if n_fit < H + 2 or cfg.val_frames < 1:
-        raise DatasetError(f"{n_train} frames leave {n_fit} to fit after {cfg.val_frames} validation frames; "
+    if n_main - cfg.val_frames < H + 2 or cfg.val_frames < 1:
+        raise DatasetError(f"{n_main} frames leave {n_main - cfg.val_frames} to fit after {cfg.val_frames} "
+                           "validation frames; "
                          f"record more frames or lower val_frames")
     species = torch.as_tensor(prior.species_index(series.numbers), device=device)
     torch.manual_seed(cfg.seed)
@@ -212,8 +232,8 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
     band = torch.as_tensor(band_mask(series.cell, series.grid, g_max), device=device)
     model.to(device)
     series = series.to(device)
-    # training steps: forward t in [H, n_fit), reversed t in [0, n_fit - H) (history inside the fit frames)
-    items = [(t, False) for t in range(H, n_fit)] + ([(t, True) for t in range(0, n_fit - H)] if cfg.reverse else [])
+    # training steps: forward and reversed, each history inside its own trajectory and the fit frames
+    items = training_steps(starts, n_fit, H, cfg.reverse)
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr(cfg.epochs * steps_per_epoch))
@@ -223,13 +243,15 @@ def train_sync(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Sy
         _, history, start_epoch, _ = resume_state(run, model, opt, sched)
         log.info("resuming %s at epoch %d", run, start_epoch)
     else:
-        save_run_config(run, cfg, data_path, {"n_train": n_train})
+        save_run_config(run, cfg, data_path, {"n_train": n_main, "extra_data": extra_data})
     meta_base = {
         "kind": SYNC_KIND, "sync_config": asdict(cfg.model), "prior": prior.to_dict(), **series.layout.to_meta(),
         "grid": list(series.grid), "cell": series.cell.tolist(), "numbers": series.numbers.tolist(),
         "augmentation_ops": len(ops), "band_limit": g_max,
         "grid_spacing": (np.linalg.norm(series.cell, axis=1) / np.array(series.grid)).tolist(),
-        "timestep_fs": attrs.get("timestep_fs"), "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
+        "timestep_fs": attrs.get("timestep_fs"), "train_frames": [0, n_main - cfg.val_frames],
+        "val_frames": [n_main - cfg.val_frames, n_main],
+        "extra_data": [{"path": path, "frames": len(x)} for path, x in zip(extra_data, extras)],
         "dataset": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))},
         "train_config": asdict(cfg),
     }

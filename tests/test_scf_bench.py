@@ -77,3 +77,31 @@ def test_scf_bench_mode_runs_lcao_on_the_dataset_grid(recorded, tmp_path):
     assert abs(energies[0] - energies[1]) > 1e-2
     with pytest.raises(UnsupportedSetup, match="LCAO"):
         scf_bench(recorded, 1, 1, ["sad-extrapolate+wfs2"], mode="lcao")
+
+
+def test_scf_bench_mixer_beta_reaches_gpaw_and_keeps_its_answer(recorded, tmp_path):
+    """--mixer-beta sets GPAW's mixer step for every provider (the SCF path changes, the answer
+    does not); a step outside (0, 1] is refused before any GPAW work."""
+    import json
+
+    import numpy as np
+
+    from ase_ldm.cli.main import main
+    from ase_ldm.data.gpaw_io import calculator_from_provenance
+    from ase_ldm.data.store import open_dataset
+    from ase_ldm.scf.bench import run_provider
+
+    out = tmp_path / "scf.json"
+    assert main(["scf-bench", str(recorded), "--frame", "1", "--steps", "2", "--provider", "sad-extrapolate",
+                 "--mixer-beta", "0.3", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mixer_beta"] == 0.3
+    for p in doc["providers"].values():
+        assert p["max_energy_diff_eV"] < 1e-4
+    default = run_provider(recorded, 1, 2, "gpaw")  # GPAW's own mixer: the same answer
+    np.testing.assert_allclose(default["energy_eV"], run_provider(recorded, 1, 2, "gpaw", mixer_beta=0.3)["energy_eV"],
+                               atol=1e-4)
+    with open_dataset(recorded) as ds:
+        calc = calculator_from_provenance(ds.attrs, ds.grid, mixer={"beta": 0.3})
+    assert calc.params.mixer.todict()["beta"] == 0.3
+    assert main(["scf-bench", str(recorded), "--steps", "1", "--mixer-beta", "1.5"]) == 2

@@ -32,6 +32,9 @@ class CLICommand:
         p.add_argument("--threads", type=int, help="run each provider in a fresh process with this many threads")
         p.add_argument("--mode", choices=["pw", "lcao", "fd"],
                        help="GPAW mode on the dataset's grid (default: the dataset's; lcao uses the dzp basis)")
+        p.add_argument("--mixer-beta", type=float,
+                       help="step of GPAW's density mixer for every provider, GPAW's own included (default: "
+                            "GPAW's, 0.05); the converged answer does not depend on it")
         p.add_argument("--json", help="write the results here")
 
     @staticmethod
@@ -40,7 +43,8 @@ class CLICommand:
         from ..scf.bench import scf_bench
 
         out = scf_bench(args.data, args.frame, args.steps, args.provider or ["extrapolate-quadratic"],
-                        device=args.device, json_out=args.json, threads=args.threads, mode=args.mode)
+                        device=args.device, json_out=args.json, threads=args.threads, mode=args.mode,
+                        mixer_beta=args.mixer_beta)
         if not is_root():
             return 0
         print(f"{'provider':<30}{'iter/step':>10}{'s/step':>9}{'guess':>7}{'cold':>6}{'max dE (eV)':>13}"

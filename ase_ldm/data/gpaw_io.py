@@ -189,12 +189,13 @@ def nt_from_compensated(calc: Any, n_sR: np.ndarray, D_asii: list[np.ndarray]) -
 
 
 def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int], txt: str | None = None,
-                               mode: str | None = None) -> Any:
+                               mode: str | None = None, mixer: dict[str, Any] | None = None) -> Any:
     """An (unconverged) GPAW calculator with a dataset's settings, on exactly its grid.
 
     Uses the provenance attributes ``ecut_eV``, ``xc``, ``kpts`` and ``smearing``; ``gpts`` is
     set to ``grid`` so densities line up point for point. ``mode`` overrides the dataset's
-    plane-wave mode: ``'lcao'`` (GPAW's ``dzp`` basis) or ``'fd'``, on the same grid.
+    plane-wave mode: ``'lcao'`` (GPAW's ``dzp`` basis) or ``'fd'``, on the same grid. ``mixer``
+    is GPAW's ``mixer`` parameter (default: GPAW's).
     """
     from gpaw import GPAW, PW
 
@@ -218,7 +219,7 @@ def calculator_from_provenance(attrs: dict[str, Any], grid: tuple[int, int, int]
              "fd": {"mode": "fd"}}
     return GPAW(**modes[mode or "pw"], xc=str(attrs.get("xc", "PBE")), kpts=kpts,
                 gpts=tuple(int(n) for n in grid), occupations={"name": "fermi-dirac", "width": width},
-                symmetry="off", txt=txt)
+                symmetry="off", txt=txt, **({} if mixer is None else {"mixer": dict(mixer)}))
 
 
 def superposition_density(calc: Any, atoms: Atoms) -> tuple[np.ndarray, list[np.ndarray]]:

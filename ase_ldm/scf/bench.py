@@ -42,13 +42,14 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str, device: str = "cpu",
-                 txt: str | None = None, mode: str | None = None) -> dict[str, Any]:
+                 txt: str | None = None, mode: str | None = None, mixer_beta: float | None = None) -> dict[str, Any]:
     """One guided NVE run; per-step iterations, seconds, energies and forces.
 
     ``provider`` is a provider name, optionally with ``+wfsK``: the wave functions are then
     extrapolated in time with order K (:func:`ase_ldm.scf.hook.parse_spec`). ``mode`` (pw, lcao,
     fd) overrides the dataset's mode on the same grid
-    (:func:`ase_ldm.data.gpaw_io.calculator_from_provenance`).
+    (:func:`ase_ldm.data.gpaw_io.calculator_from_provenance`). ``mixer_beta`` sets the step of
+    GPAW's density mixer (its default mixer, MSR1, takes 0.05).
     """
     from ..data.gpaw_io import calculator_from_provenance
     from .hook import guided_gpaw, parse_spec
@@ -59,7 +60,8 @@ def run_provider(data: str | os.PathLike, frame: int, steps: int, provider: str,
         if not ds.has("velocities"):
             raise DatasetError(f"{data}: no velocities stored; scf-bench starts MD from a frame's velocities")
         dt = ds.timestep_fs
-        calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt, mode=mode)
+        calc = calculator_from_provenance(ds.attrs, ds.grid, txt=txt, mode=mode,
+                                          mixer=None if mixer_beta is None else {"beta": float(mixer_beta)})
     name, wfs_order = parse_spec(provider)
     calc = guided_gpaw(calc, make_provider(name, calc, device=device), wfs_extrapolation=wfs_order)
     atoms.calc = calc
@@ -122,12 +124,16 @@ def _spawn(threads: int, *args: Any) -> dict[str, Any]:
 
 def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[str], *, device: str = "cpu",
               json_out: str | os.PathLike | None = None, progress: bool = True,
-              threads: int | None = None, mode: str | None = None) -> dict[str, Any]:
+              threads: int | None = None, mode: str | None = None,
+              mixer_beta: float | None = None) -> dict[str, Any]:
     """Run every provider (GPAW's own first, as the reference) and summarise.
 
     ``threads``: run each provider in a fresh process with that many threads (see the module
-    docstring); None runs them here.
+    docstring); None runs them here. ``mixer_beta``: the step of GPAW's density mixer for every
+    provider, GPAW's own included (None: GPAW's default).
     """
+    if mixer_beta is not None and not (isinstance(mixer_beta, (int, float)) and 0 < mixer_beta <= 1):
+        raise InvalidInput(f"mixer_beta must be a number in (0, 1], got {mixer_beta!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidInput(f"threads must be a positive integer, got {threads!r}")
     ranks = world().size
@@ -149,11 +155,12 @@ def scf_bench(data: str | os.PathLike, frame: int, steps: int, providers: list[s
 
         it = tqdm(names, desc="scf-bench", unit="provider")
     for name in it:
-        args = (data, frame, steps, name, device, None, mode)
+        args = (data, frame, steps, name, device, None, mode, mixer_beta)
         runs[name] = run_provider(*args) if threads is None else _spawn(threads, *args)
     ref = runs["gpaw"]
     out: dict[str, Any] = {"data": str(data), "frame": frame, "steps": steps, "threads": threads,
-                           "mpi_ranks": ranks, "mode": mode or "dataset's", "providers": {}}
+                           "mpi_ranks": ranks, "mode": mode or "dataset's", "mixer_beta": mixer_beta,
+                           "providers": {}}
     for name in names:
         r = runs[name]
         dE = np.abs(np.array(r["energy_eV"]) - np.array(ref["energy_eV"]))

@@ -69,16 +69,21 @@ class DensityCalculator(Calculator):
         (0: only at the first step).
     sampler, sampler_steps, seed : str, int, int
         For generative models: DDIM (deterministic, default) or DDPM, its steps, the noise seed.
+    samples : int
+        For models with samples (the grid-latent diffusion family): draw this many samples at
+        every model step (0: none) and serve their calibrated per-voxel standard deviation as the
+        ``pseudo_density_std`` result, and their relative spread as
+        :meth:`get_density_uncertainty`. The density served stays the model's mean.
     record : str, optional
         Append every served density, with the atoms, to this dataset file.
     device : str
         'auto', 'cpu' or 'cuda'.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "pseudo_density"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "pseudo_density", "pseudo_density_std"]
     default_parameters: dict[str, Any] = {"model": None, "timestep_fs": None, "stride": 1, "history": None,
                                           "resync_every": 0, "sampler": "ddim", "sampler_steps": 20, "seed": 0,
-                                          "record": None, "device": "auto"}
+                                          "samples": 0, "record": None, "device": "auto"}
 
     def __init__(self, model: Any, calc: Calculator | None = None, **kwargs: Any) -> None:
         from .core.registry import load
@@ -89,6 +94,8 @@ class DensityCalculator(Calculator):
         self.calc = calc
         self._writer = None
         self._n_R: np.ndarray | None = None
+        self._std_R: np.ndarray | None = None
+        self._spread: float | None = None
         try:
             self.model = load(model, device=p["device"]) if isinstance(model, (str, os.PathLike)) else model
             self.model.max_history = self.model.min_history if p["history"] is None else p["history"]
@@ -97,6 +104,12 @@ class DensityCalculator(Calculator):
             if isinstance(p["seed"], bool) or not isinstance(p["seed"], (int, np.integer)):
                 raise InvalidInput(f"seed must be an integer, got {p['seed']!r}")
             self.model.seed(int(p["seed"]))
+            k = p["samples"]
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 or k == 1:
+                raise InvalidInput(f"samples must be 0 (none) or an integer of at least 2, got {k!r}")
+            if k and not hasattr(self.model, "predict_samples"):
+                raise InvalidInput(f"{name} is deterministic: it draws no samples and has no spread; use samples=0 "
+                                   "or a generative model (the grid-latent diffusion family)")
         except (AseLdmError, TypeError, ValueError) as err:
             raise CalculatorMismatch(str(err)) from None
         stride = p["stride"]
@@ -156,6 +169,7 @@ class DensityCalculator(Calculator):
         for dens in (n_prev, n):
             self._observe(atoms, dens, None)
         self._n_R = n.copy()
+        self._std_R = self._spread = None
         self._model_steps = 0
 
     def _observe(self, atoms: Atoms, n: np.ndarray, D: np.ndarray | None, predicted: bool = False) -> None:
@@ -192,7 +206,12 @@ class DensityCalculator(Calculator):
     def _advance(self, atoms: Atoms) -> None:
         """One model step: predict the density at ``atoms`` and feed it back as history."""
         try:
-            n, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms))
+            k = int(self.parameters["samples"])
+            if k:
+                pred = self.model.predict_samples(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms), k)
+                n, D, self._std_R, self._spread = pred.nt_R, None, pred.std_R, pred.spread
+            else:
+                n, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms))
         except AseLdmError as err:
             raise CalculatorMismatch(str(err)) from None
         if self.model.max_history > 0:
@@ -208,7 +227,7 @@ class DensityCalculator(Calculator):
         atoms = self.atoms
         if {"numbers", "cell", "pbc"} & set(system_changes):
             self.check_atoms(atoms)
-        wanted = [p for p in properties if p != "pseudo_density"]
+        wanted = [p for p in properties if p not in ("pseudo_density", "pseudo_density_std")]
         if wanted:
             if self.calc is None:
                 raise PropertyNotImplementedError(
@@ -219,6 +238,8 @@ class DensityCalculator(Calculator):
                 self.results["stress"] = self.calc.get_property("stress", atoms)
         self._update_density(atoms)
         self.results["pseudo_density"] = self._n_R.copy()
+        if self._std_R is not None:
+            self.results["pseudo_density_std"] = self._std_R.copy()
         if self.parameters["record"]:
             self._record(atoms)
 
@@ -282,6 +303,24 @@ class DensityCalculator(Calculator):
         if gridrefinement != 2:
             raise InvalidInput(f"gridrefinement must be 1 or 2, got {gridrefinement}")
         return fourier_interpolate(n, 2)
+
+    def get_density_uncertainty(self) -> float:
+        """The model's estimate of its relative L1 error for the current atoms (dimensionless).
+
+        The L1 norm of the calibrated per-voxel standard deviation over the samples, relative to
+        the L1 norm of the served density; the per-voxel standard deviation (electrons/Angstrom^3)
+        is the ``pseudo_density_std`` result. Needs ``samples`` >= 2.
+        """
+        if not int(self.parameters["samples"]):
+            raise PropertyNotImplementedError("the density uncertainty needs samples: create the calculator with "
+                                              "samples=K (K >= 2) and a generative model")
+        if self.atoms is None:
+            raise CalculatorMismatch("no atoms yet: attach the calculator (atoms.calc = calc) and compute once")
+        self.get_property("pseudo_density")
+        if self._spread is None:
+            raise CalculatorMismatch("the density of this step was synchronised from GPAW, not predicted: it has no "
+                                     "spread; ask again after the next MD step")
+        return float(self._spread)
 
     def todict(self, skip_default: bool = True) -> dict[str, Any]:
         d = super().todict(skip_default)

@@ -10,6 +10,10 @@ prediction ``t`` uses seed ``t``, so generative models are reproducible frame by
 Frames are appended one at a time: an interrupted run keeps what it wrote, and ``resume``
 continues after the last complete frame, after checking that the output was made by the same
 model, data, first frame and history.
+
+With ``samples`` K (generative models that offer ``predict_samples``, e.g. the grid-latent
+diffusion family), each frame also gets ``nt_spread``: the relative L1 norm of the per-voxel
+standard deviation over K samples (the model's own estimate of its relative L1 error).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _paw(ds: Any, t: int) -> list[np.ndarray]:
 
 def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
                        history: int | None = None, start: int = 1, device: str = "cpu", resume: bool = False,
-                       overwrite: bool = False, progress: bool = True) -> int:
+                       overwrite: bool = False, progress: bool = True, samples: int | None = None) -> int:
     """Write the model's one-step predictions of frames ``start`` ... T-1 of ``data`` to ``out``.
 
     Parameters
@@ -53,6 +57,7 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
     history : past frames a prediction reads (default: all the model reads; 0: atoms only)
     start : first frame to predict
     resume, overwrite : continue an interrupted output, or replace an existing one
+    samples : write the spread of this many samples per frame as ``nt_spread`` (>= 2)
 
     Returns the number of frames in ``out``.
     """
@@ -63,7 +68,13 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
         raise DatasetError(f"{out} exists; continue it with --resume or replace it with --force")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
         raise InvalidInput(f"start must be an integer frame index, got {start!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, (int, np.integer))
+                                or samples < 2):
+        raise InvalidInput(f"--samples needs an integer of at least 2, got {samples!r}")
     mdl = load(model, device=device, **({} if history is None else {"max_history": history}))
+    if samples is not None and not hasattr(mdl, "predict_samples"):
+        raise InvalidInput(f"{model} is deterministic (no samples, no spread); --samples needs a generative model "
+                           "such as the grid-latent diffusion family (ase-ldm train-gldm)")
     H = mdl.max_history
     with open_dataset(data) as ds:
         if len(ds) < 2:
@@ -84,11 +95,13 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
             raise DatasetError(f"{data}: no PAW matrices (D); this model reads them as history (or use --history 0)")
         attrs_new = {"source": f"ase-ldm predict {model}", "predicted_from": str(Path(data).resolve()),
                      "model": str(model_dir(model).resolve()), "prediction": "one step ahead from converged frames",
-                     "first_frame": first, "history": H}
+                     "first_frame": first, "history": H, "samples": samples or 0}
         t0 = first
         if out.exists() and resume:
             with open_dataset(out) as done:
-                old = {k: done.attrs.get(k) for k in ("predicted_from", "model", "first_frame", "history")}
+                old = {k: done.attrs.get(k) for k in ("predicted_from", "model", "first_frame", "history", "samples")}
+                if old["samples"] is None:  # written before samples were stored: none
+                    old["samples"] = 0
                 if old["history"] is None:  # written before the history was stored: the model's default
                     old["history"] = mdl.max_history if history is None else None
                 # earlier versions stored the paths as given: compare them resolved
@@ -118,10 +131,16 @@ def predict_to_dataset(model: str | os.PathLike, data: str | os.PathLike, out: s
                     f = ds.frame(k)
                     mdl.observe(f.positions, f.nt_sR.sum(0), _paw(ds, k) if need_D else None, f.numbers, f.cell)
                 target = ds.frame(t)
-                nt, D = mdl.predict(target.positions, numbers, target.cell, grid, seed=t)
+                spread = None
+                if samples:
+                    pred = mdl.predict_samples(target.positions, numbers, target.cell, grid, samples, seed=t)
+                    nt, D, spread = pred.nt_R, None, pred.spread
+                else:
+                    nt, D = mdl.predict(target.positions, numbers, target.cell, grid, seed=t)
                 writer.append(Frame(nt_sR=np.maximum(nt, 1e-10)[None].astype(np.float32), positions=target.positions,
                                     cell=target.cell, numbers=target.numbers, time_fs=target.time_fs,
-                                    D_asii=None if D is None else [D_a[None] for D_a in D], pbc=target.pbc))
+                                    D_asii=None if D is None else [D_a[None] for D_a in D], pbc=target.pbc,
+                                    nt_spread=spread))
         finally:
             writer.close()
     with open_dataset(out) as done:

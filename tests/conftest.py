@@ -277,3 +277,25 @@ def tiny_sync_net(coarsen: int = 1):
     for m in (net.head, net.d_head[-1]):  # zero-initialised: give them weights so the test sees the CNN
         torch.nn.init.normal_(m.weight, std=0.1)
     return net.eval()
+
+
+def tiny_gldm_config(**kw):
+    """A grid-latent diffusion model small enough to train in seconds on CPU (12^3 grids: 4^3 latents)."""
+    from ase_ldm.gldm.config import GldmConfig, GldmTrainConfig, GridAutoencoderConfig, GridDenoiserConfig
+
+    model = GldmConfig(autoencoder=GridAutoencoderConfig(channels=16, blocks=1, latent_channels=8),
+                       denoiser=GridDenoiserConfig(channels=8, dilations=(1, 2), steps=20, embedding_dim=8))
+    base = dict(ae_epochs=20, ae_batch=2, ae_lr=1e-2, denoiser_steps=12, denoiser_batch=8, checkpoint_every=4, seed=1,
+                device="cpu", test_fraction=0.25, model=model)
+    base.update(kw)
+    return GldmTrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_gldm(recorded_long, tmp_path_factory):
+    """A tiny grid-latent diffusion model trained on the real GPAW Li2 trajectory :func:`recorded_long`."""
+    from ase_ldm.gldm.training import train_gldm
+
+    run = tmp_path_factory.mktemp("gldm") / "tiny-gldm"
+    out = train_gldm(recorded_long, run, tiny_gldm_config(), progress=False)
+    return run, out["history"]

@@ -55,7 +55,8 @@ def test_md_pulls_a_density_every_step(trained, recorded_long, tmp_path):
     np.testing.assert_array_equal(calc.get_pseudo_density(), densities[-1])
     assert calc._model_steps == steps
     # the ASE contract
-    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density"]
+    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density",
+                                                        "pseudo_density_std"]
     json.dumps(calc.todict())
     from ase.io import Trajectory
 
@@ -186,7 +187,8 @@ def test_calculator_parameters_are_json_and_todict_round_trips(trained_sync):
     calc = DensityCalculator(str(trained_sync[0]))
     d = calc.todict()
     assert json.loads(json.dumps(d))["model"] == str(trained_sync[0])
-    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density"]
+    assert DensityCalculator.implemented_properties == ["energy", "free_energy", "forces", "stress", "pseudo_density",
+                                                        "pseudo_density_std"]
 
 
 def test_synchronize_before_the_first_calculation_and_stride_with_an_atoms_only_model(trained, trained_sync,

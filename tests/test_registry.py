@@ -99,7 +99,7 @@ def test_unknown_family_and_wrong_family_loaders_are_refused(trained, trained_sy
     (run / "model.json").write_text(json.dumps({**meta, "kind": "gan"}))
     with pytest.raises(CheckpointError, match="unknown model kind 'gan'"):
         load(run)
-    assert set(FAMILIES) == {"ldm", "sync"}
+    assert set(FAMILIES) == {"ldm", "sync", "gldm"}
     with pytest.raises(CheckpointError, match="not a SyncPredictor"):
         SyncPredictor.load(trained[0], device="cpu")
     with pytest.raises(CheckpointError, match="not a DensitySurrogate"):

@@ -23,6 +23,7 @@ COMMANDS = [
     ("evaluate", "ase_ldm.cli.evaluate"),
     ("train", "ase_ldm.cli.train"),
     ("train-sync", "ase_ldm.cli.train_sync"),
+    ("train-gldm", "ase_ldm.cli.train_gldm"),
     ("rollout", "ase_ldm.cli.rollout"),
     ("predict", "ase_ldm.cli.predict"),
     ("scf-bench", "ase_ldm.cli.scf_bench"),

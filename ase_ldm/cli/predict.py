@@ -5,7 +5,11 @@ also uses the atoms of frame t) and written with frame t's atoms and time, so
 'ase-ldm evaluate OUT --reference DATA' scores the model. An interrupted run keeps its
 frames; '--resume' continues it.
 
+With --samples K (generative models), each frame also gets nt_spread: the relative L1 norm of
+the per-voxel standard deviation over K samples, the model's estimate of its own error.
+
 Example: ase-ldm predict li16-800K-sync --data li16.h5 -o li16-pred.h5
+         ase-ldm predict li16-800K --data li16.h5 --start 600 --samples 8 --history 0 -o atoms-only.h5
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class CLICommand:
         p.add_argument("-o", "--output", required=True, help="output dataset (.h5)")
         p.add_argument("--history", type=int, help="past frames the synchronised model uses (default: all it reads)")
         p.add_argument("--start", type=int, default=1, help="first frame to predict (default 1), e.g. the test part")
+        p.add_argument("--samples", type=int, metavar="K",
+                       help="also write the spread of K samples per frame (nt_spread; generative models only)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--resume", action="store_true", help="continue an interrupted output")
         p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -33,7 +39,7 @@ class CLICommand:
         from ..predict import predict_to_dataset
 
         n = predict_to_dataset(args.model, args.data, args.output, history=args.history, start=args.start,
-                               device=args.device,
+                               device=args.device, samples=args.samples,
                                resume=args.resume, overwrite=args.force, progress=not args.no_progress)
         print(f"{args.output}: {n} predicted frames")
         return 0

@@ -53,6 +53,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 FAMILIES = {
     "ldm": "ase_ldm.ldm.surrogate:DensitySurrogate",
     "sync": "ase_ldm.sync.predictor:SyncPredictor",
+    "gldm": "ase_ldm.gldm.predictor:GridLDMPredictor",
 }
 
 

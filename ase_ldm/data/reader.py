@@ -220,6 +220,7 @@ class DensityDataset:
         D_asii = _read_D_asii(f, i) if "D" in f else None
         energy = opt("energy")
         scf = opt("scf_iterations")
+        spread = opt("nt_spread")
         return Frame(
             nt_sR=f["nt"][i],
             positions=f["positions"][i],
@@ -231,6 +232,7 @@ class DensityDataset:
             energy=None if energy is None else float(energy),
             forces=opt("forces"),
             scf_iterations=None if scf is None else int(scf),
+            nt_spread=None if spread is None else float(spread),
             pbc=f["pbc"][()],
         )
 

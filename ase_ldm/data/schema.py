@@ -19,6 +19,11 @@ name                      shape, dtype                meaning, units
 ``energy``                (T,) float64                eV
 ``forces``                (T, Na, 3) float64          eV/Angstrom
 ``scf_iterations``        (T,) int32                  GPAW SCF iterations of that step
+``nt_spread``             (T,) float64                a generative model's spread: L1 norm of the
+                                                      per-voxel standard deviation over its samples,
+                                                      relative to the L1 norm of their mean
+                                                      (dimensionless, comparable with a relative L1
+                                                      error); only in predicted datasets
 ``numbers``               (Na,) int32                 atomic numbers (fixed for the file)
 ``pbc``                   (3,) bool                   periodic boundary conditions
 ``D_ni``                  (Na,) int32                 projectors per atom (``ni``); only with ``D``
@@ -64,12 +69,13 @@ UNITS: dict[str, str] = {
     "energy": "eV",
     "forces": "eV/Angstrom",
     "scf_iterations": "count",
+    "nt_spread": "dimensionless (relative L1)",
 }
 
 #: Per-frame arrays always present, in the order they are written (``time_fs`` last).
 PER_FRAME = ("nt", "positions", "cell")
 #: Per-frame arrays a trajectory may have; once the first frame has one, every frame must.
-OPTIONAL_PER_FRAME = ("D", "velocities", "energy", "forces", "scf_iterations")
+OPTIONAL_PER_FRAME = ("D", "velocities", "energy", "forces", "scf_iterations", "nt_spread")
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class Frame:
         eV/Angstrom.
     scf_iterations : int, optional
         SCF iterations GPAW needed for this frame.
+    nt_spread : float, optional
+        Relative spread of a generative model's samples of ``nt_sR`` (see the table above).
     pbc : (3,) bool array
         Periodic boundary conditions.
     """
@@ -112,6 +120,7 @@ class Frame:
     energy: float | None = None
     forces: np.ndarray | None = None
     scf_iterations: int | None = None
+    nt_spread: float | None = None
     pbc: np.ndarray = field(default_factory=lambda: np.ones(3, bool))
 
     @property

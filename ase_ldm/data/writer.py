@@ -182,6 +182,7 @@ class DensityWriter:
             ("energy", (), np.float64),
             ("forces", (frame.natoms, 3), np.float64),
             ("scf_iterations", (), np.int32),
+            ("nt_spread", (), np.float64),
         ):
             if getattr(frame, name) is not None:
                 per_frame[name] = (shape, dtype)
@@ -319,7 +320,7 @@ class DensityWriter:
         }
         if "D" in self._ds:
             values["D"] = np.concatenate([np.asarray(D).reshape(frame.nspins, -1) for D in frame.D_asii], axis=1)
-        for name in ("velocities", "energy", "forces", "scf_iterations"):
+        for name in ("velocities", "energy", "forces", "scf_iterations", "nt_spread"):
             if name in self._ds:
                 values[name] = getattr(frame, name)
         for name, value in values.items():
@@ -423,7 +424,7 @@ class DensityWriter:
 def _frame_bytes_bound(frame: Frame) -> int:
     """Most bytes one frame can add to a file: its density uncompressed, and a new chunk for every other array."""
     sizes = [np.asarray(a).size for a in (frame.positions, frame.cell, frame.velocities, frame.forces, frame.energy,
-                                          frame.scf_iterations, frame.time_fs) if a is not None]
+                                          frame.scf_iterations, frame.nt_spread, frame.time_fs) if a is not None]
     if frame.D_asii is not None:
         sizes.append(sum(np.asarray(D).size for D in frame.D_asii))
     chunk = 4096 * 8  # the largest chunk of the small per-frame arrays, bytes

@@ -12,7 +12,7 @@ from ..data.atomic import atomic_output
 from ..data.schema import Frame
 from ..data.store import DensityDataset, DensityWriter, open_dataset
 from ..errors import DatasetError, FrameOutOfRange, InvalidInput, ModelMismatch
-from .surrogate import DensitySurrogate
+from ..core.registry import DensityModel, load
 
 __all__ = ["rollout_to_datasets", "check_rollout_args"]
 
@@ -53,7 +53,7 @@ def _initial_frame(ds: DensityDataset, frame: int) -> int:
     return i
 
 
-def _check_fits(sur: DensitySurrogate, ds: DensityDataset, init: str | os.PathLike, i: int) -> None:
+def _check_fits(sur: DensityModel, ds: DensityDataset, init: str | os.PathLike, i: int) -> None:
     if ds.grid != sur.grid:
         raise ModelMismatch(f"{init}: grid {ds.grid} differs from the model's {sur.grid}")
     if ds.natoms != len(sur.numbers) or np.any(ds.numbers != sur.numbers):
@@ -91,7 +91,10 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
             raise DatasetError(f"{p} exists; pass --force to replace it")
     with open_dataset(init) as ds:
         i = _initial_frame(ds, frame)
-        sur = DensitySurrogate.load(model, device)
+        sur = load(model, device)
+        if not hasattr(sur, "rollout"):
+            raise ModelMismatch(f"{model} does not generate autonomous rollouts; use a latent diffusion model "
+                                "(e.g. li16-800K)")
         _check_fits(sur, ds, init, i)
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
@@ -107,7 +110,7 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
     return paths
 
 
-def _generate(sur: DensitySurrogate, ds: DensityDataset, i: int, steps: int, writers: list[DensityWriter], *,
+def _generate(sur: DensityModel, ds: DensityDataset, i: int, steps: int, writers: list[DensityWriter], *,
               samples: int, sampler: str, n_steps: int, seed: int, progress: bool) -> None:
     """Run the rollout from frames (i-1, i) of ``ds`` and append each step's densities to ``writers``."""
     first = ds.frame(i)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.cells import check_cell, checked_history, grid_for
 from ..core.checkpoint import build_model
 from ..core.config import from_dict
 from ..core.device import resolve_device
@@ -38,19 +39,6 @@ __all__ = ["SyncPredictor"]
 
 #: a converged pseudo-density above this (electrons/Angstrom^3) is not a valence density in these units
 MAX_DENSITY = 1e3
-
-
-def _directions(cell: np.ndarray) -> np.ndarray:
-    """The cell vectors as unit vectors, (3, 3)."""
-    cell = np.asarray(cell, float)
-    return cell / np.linalg.norm(cell, axis=1, keepdims=True)
-
-
-def cell_angles(cell: np.ndarray) -> np.ndarray:
-    """The angles (alpha, beta, gamma) between the cell vectors (b, c), (a, c), (a, b), in degrees."""
-    a = _directions(cell)
-    cos = [a[1] @ a[2], a[0] @ a[2], a[0] @ a[1]]
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 class SyncPredictor:
@@ -139,40 +127,25 @@ class SyncPredictor:
 
     @max_history.setter
     def max_history(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= self.history:
-            raise InvalidInput(f"max_history must be an integer between 0 and {self.history}, got {value!r}")
-        self._max_history = int(value)
+        self._max_history = checked_history(value, self.history)
 
     def grid_for(self, cell: np.ndarray) -> tuple[int, int, int]:
         """The grid with the model's spacing on ``cell``: cell lengths / spacing, rounded."""
-        n = np.round(np.linalg.norm(np.asarray(cell, float), axis=1) / self.grid_spacing).astype(int)
-        return tuple(int(max(k, 1)) for k in n)
+        return grid_for(cell, self.grid_spacing)
 
     def seed(self, seed: int) -> None:
         """The model is deterministic: nothing to seed."""
 
     def check_setup(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
         """Refuse species, grids and cells the model cannot serve (ModelMismatch saying what to change)."""
-        cell = np.asarray(cell, float)
-        if cell.shape != (3, 3) or not np.all(np.isfinite(cell)) or np.linalg.matrix_rank(cell) < 3:
-            raise ModelMismatch("the model is periodic in 3D: the cell needs three non-zero, independent vectors")
+        check_cell(cell, grid, self.meta.get("cell", np.eye(3)), self.grid_spacing,
+                   "the network's convolutions see grid neighbours, whose geometry the cell sets, and its PAW "
+                   "matrices are in the training cell's axes; train a model on cells of this shape (ase-ldm "
+                   "train-sync), or use a physics provider (sad-extrapolate) here")
         try:
             self.prior.species_index(np.asarray(numbers))
         except ValueError as err:
             raise ModelMismatch(str(err)) from None
-        trained = np.asarray(self.meta.get("cell", np.eye(3)), float)
-        if np.abs(_directions(cell) - _directions(trained)).max() > 0.01:
-            raise ModelMismatch(
-                f"cell vectors point other ways than the training cell's (angles {cell_angles(cell).round(2).tolist()} "
-                f"against {cell_angles(trained).round(2).tolist()} deg, or the cell is rotated): the network's "
-                "convolutions see grid neighbours, whose geometry the cell sets, and its PAW matrices are in the "
-                "training cell's axes; train a model on cells of this shape (ase-ldm train-sync), or use a physics "
-                "provider (sad-extrapolate) here")
-        spacing = np.linalg.norm(cell, axis=1) / np.asarray(grid)
-        if np.any(np.abs(spacing / self.grid_spacing - 1) > 0.02):
-            raise ModelMismatch(f"grid spacing {spacing.round(4).tolist()} A differs from the model's "
-                             f"{self.grid_spacing.round(4).tolist()} A by more than 2 %; choose gpts = "
-                             f"{np.round(np.linalg.norm(cell, axis=1) / self.grid_spacing).astype(int).tolist()}")
 
     def _prepare(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
         key = (np.asarray(numbers).tobytes(), np.asarray(cell, float).round(8).tobytes(), tuple(grid))

@@ -1,0 +1,108 @@
+"""Frozen configurations of the grid-latent diffusion model, saved as JSON beside the weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["GridAutoencoderConfig", "GridDenoiserConfig", "GldmConfig", "GldmTrainConfig"]
+
+
+@dataclass(frozen=True)
+class GridAutoencoderConfig:
+    """Periodic patch autoencoder.
+
+    Parameters
+    ----------
+    patch : int
+        Edge of the cubic patch (voxels) that one latent voxel covers: the latent grid is the
+        density grid divided by ``patch`` along each axis, which must divide it.
+    channels : int
+        Width of the convolutions on the latent grid.
+    blocks : int
+        Residual blocks in the encoder and in the decoder.
+    latent_channels : int
+        Channels of the latent grid.
+    """
+
+    patch: int = 3
+    channels: int = 48
+    blocks: int = 2
+    latent_channels: int = 8
+
+
+@dataclass(frozen=True)
+class GridDenoiserConfig:
+    """Periodic convolutional denoiser on the latent grid.
+
+    Parameters
+    ----------
+    channels : int
+    dilations : tuple of int
+        One residual block per entry, its convolutions dilated this much (the receptive field
+        should cover the cell's latent grid).
+    history : int
+        Past latents the denoiser reads (with the encoded priors of their atoms).
+    steps : int
+        Diffusion steps K of the cosine schedule. Level K + 1 is the mean level: the input
+        latent is zero and the network returns its estimate of the conditional mean.
+    embedding_dim : int
+        Size of the sinusoidal embedding of the diffusion level.
+    """
+
+    channels: int = 32
+    dilations: tuple[int, ...] = (1, 2, 4, 1)
+    history: int = 2
+    steps: int = 200
+    embedding_dim: int = 32
+
+
+@dataclass(frozen=True)
+class GldmConfig:
+    """Everything needed to rebuild the networks."""
+
+    autoencoder: GridAutoencoderConfig = field(default_factory=GridAutoencoderConfig)
+    denoiser: GridDenoiserConfig = field(default_factory=GridDenoiserConfig)
+
+
+@dataclass(frozen=True)
+class GldmTrainConfig:
+    """The two-stage training loop: the autoencoder, then the denoiser on frozen latents.
+
+    Parameters
+    ----------
+    ae_epochs, ae_batch, ae_lr : autoencoder stage.
+    sjsd_weight : float
+        Weight of the scaled soft-histogram JSD (the paper's sJSD) in the autoencoder loss.
+    denoiser_steps, denoiser_batch, denoiser_lr : denoiser stage (optimiser steps).
+    mean_fraction : float
+        Fraction of each denoiser batch trained at the mean level (input zero).
+    drop_history, drop_atoms : float
+        Probabilities that a training example hides its history (atoms-only mode) or its atoms
+        (the paper's autonomous mode).
+    history_noise : float
+        Standard deviation of noise added to the past latents (standardised units), so the
+        denoiser tolerates its own outputs in a rollout.
+    test_fraction : float
+        Last fraction of the main dataset's frames held out (split by time).
+    seed : int
+    checkpoint_every : int
+        Denoiser steps between checkpoints (each autoencoder epoch checkpoints).
+    device : 'auto', 'cpu' or 'cuda'.
+    """
+
+    ae_epochs: int = 6
+    ae_batch: int = 16
+    ae_lr: float = 2e-3
+    sjsd_weight: float = 0.1
+    denoiser_steps: int = 2000
+    denoiser_batch: int = 32
+    denoiser_lr: float = 1e-3
+    mean_fraction: float = 0.25
+    drop_history: float = 0.3
+    drop_atoms: float = 0.15
+    history_noise: float = 0.02
+    test_fraction: float = 0.2
+    seed: int = 0
+    checkpoint_every: int = 250
+    device: str = "auto"
+    model: GldmConfig = field(default_factory=GldmConfig)

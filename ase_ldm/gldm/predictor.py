@@ -1,0 +1,292 @@
+"""The grid-latent diffusion model behind the registry's protocol, with samples and their spread.
+
+Modes of one trained network (:class:`GridLDMPredictor`):
+
+- **mean** (:meth:`~GridLDMPredictor.predict`): one denoiser pass at the mean level, the model's
+  estimate of the conditional mean of the next density given the observed past (up to
+  ``max_history`` steps) and the atoms of the step; with no history, from the atoms alone.
+  Deterministic; what calculators and SCF guesses use.
+- **samples** (:meth:`~GridLDMPredictor.predict_samples`): K seedable DDPM or few-step DDIM
+  samples; their per-voxel standard deviation measures the model's uncertainty (the spread).
+- **autonomous rollout** (:meth:`~GridLDMPredictor.rollout`): the paper's mode, no atoms: each
+  step is generated from the model's own past latents.
+
+Densities are spin-summed ``nt`` in electrons/Angstrom^3 on grids with the training spacing; each
+prediction is scaled to the training data's electrons per atom.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.cells import check_cell, checked_history, grid_for
+from ..core.checkpoint import build_model
+from ..core.config import from_dict
+from ..core.device import resolve_device
+from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
+from ..sync.prior import PriorEvaluator, RadialPrior
+from .config import GldmConfig
+from .model import GridLDM
+from .nets import latent_grid
+
+__all__ = ["GridLDMPredictor", "Samples"]
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A prediction with its uncertainty.
+
+    Attributes
+    ----------
+    nt_R : (N1, N2, N3) the mean-mode density, e/A^3.
+    std_R : (N1, N2, N3) per-voxel standard deviation over the samples, e/A^3, times the
+        calibration factor of the checkpoint (``spread_scale``, fitted on validation frames).
+    spread : float
+        sum |std_R| / sum |nt_R|: the predicted relative L1 error.
+    samples : (K, N1, N2, N3) the samples themselves, e/A^3.
+    """
+
+    nt_R: np.ndarray
+    std_R: np.ndarray
+    spread: float
+    samples: np.ndarray
+
+
+class GridLDMPredictor:
+    """A trained grid-latent diffusion model (see the module docstring)."""
+
+    min_history = 0
+    predicts_D = False
+
+    def __init__(self, model: GridLDM, prior: RadialPrior, meta: dict[str, Any], device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.prior = prior
+        self.meta = meta
+        self.device = device
+        self.name = str(meta.get("name", "model"))
+        self.species = tuple(int(z) for z in prior.numbers)
+        self.grid_spacing = np.asarray(meta["grid_spacing"], float)
+        self.timestep_fs = meta.get("timestep_fs")
+        self.history = model.history
+        #: the training system (the autonomous rollout's)
+        self.grid = tuple(int(k) for k in meta["grid"])
+        self.cell = np.asarray(meta["cell"], float)
+        self.numbers = np.asarray(meta["numbers"], int)
+        self._max_history = self.history
+        self.electrons_per_atom = float(meta["electrons_per_atom"])
+        self.spread_scale = {int(k): float(v) for k, v in (meta.get("spread_scale") or {}).items()}
+        #: sampler of :meth:`predict_samples` and :meth:`rollout`: 'ddim' (``sampler_steps`` levels) or 'ddpm'
+        self.sampler, self.sampler_steps = "ddim", 10
+        self._gen = torch.Generator(device=device).manual_seed(0)
+        self._setup: tuple | None = None
+        self._evaluator: PriorEvaluator | None = None
+        self._past: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.history)
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, device: str = "auto",
+             max_history: int | None = None) -> GridLDMPredictor:
+        """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`)."""
+        from ..core.registry import load
+
+        return load(name_or_path, device, max_history=max_history, expect=cls)
+
+    @classmethod
+    def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", **options: Any
+                        ) -> GridLDMPredictor:
+        """The registry's loader: build the networks described by ``meta`` and load the weights."""
+        if options:
+            raise InvalidInput(f"the grid-latent diffusion model takes no options, got {sorted(options)}")
+        for key in ("gldm_config", "prior", "grid_spacing", "electrons_per_atom"):
+            if key not in meta:
+                raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
+        try:
+            prior = RadialPrior.from_dict(meta["prior"])
+            cfg = from_dict(GldmConfig, meta["gldm_config"])
+            spacing = np.asarray(meta["grid_spacing"], dtype=float)
+            ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and 1 <= cfg.autoencoder.patch <= 8
+                  and 0 < cfg.autoencoder.channels <= 4096 and 0 < cfg.denoiser.channels <= 4096
+                  and 0 < cfg.denoiser.history <= 16 and 0 < len(cfg.denoiser.dilations) <= 64
+                  and 2 <= cfg.denoiser.steps <= 100000 and float(meta["electrons_per_atom"]) > 0)
+        except (KeyError, TypeError, ValueError, AseLdmError) as err:
+            raise CheckpointError(f"{run}/model.json has an invalid grid-latent model description ({err})") from None
+        if not ok:
+            raise CheckpointError(f"{run}/model.json describes an impossible model; the file is damaged")
+        model = build_model(run, meta, lambda: GridLDM(cfg))
+        return cls(model, prior, meta, resolve_device(device))
+
+    # -- the registry's protocol -------------------------------------------------------------
+    @property
+    def max_history(self) -> int:
+        return self._max_history
+
+    @max_history.setter
+    def max_history(self, value: int) -> None:
+        self._max_history = checked_history(value, self.history)
+
+    def grid_for(self, cell: np.ndarray) -> tuple[int, int, int]:
+        """The grid with the model's spacing on ``cell`` (cell lengths / spacing, rounded)."""
+        return grid_for(cell, self.grid_spacing)
+
+    def seed(self, seed: int) -> None:
+        """Restart the noise stream of the samples and rollouts."""
+        self._gen.manual_seed(int(seed))
+
+    def check_setup(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
+        """Refuse species, cells and grids the model cannot serve (ModelMismatch saying what to change)."""
+        check_cell(cell, grid, self.meta.get("cell", np.eye(3)), self.grid_spacing,
+                   "the convolutions see grid neighbours, whose geometry the cell sets; train on cells of this shape")
+        try:
+            self.prior.species_index(np.asarray(numbers))
+        except ValueError as err:
+            raise ModelMismatch(str(err)) from None
+        try:
+            n = latent_grid(tuple(grid), self.model.cfg.autoencoder.patch)
+        except InvalidInput as err:
+            raise ModelMismatch(str(err)) from None
+        if min(n) < max(self.model.cfg.denoiser.dilations):
+            raise ModelMismatch(f"the cell is too small for this model: its latent grid {n} is smaller than the "
+                                f"denoiser's largest dilation {max(self.model.cfg.denoiser.dilations)}")
+
+    def _prepare(self, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int]) -> None:
+        key = (np.asarray(numbers).tobytes(), np.asarray(cell, float).round(8).tobytes(), tuple(grid))
+        if key == self._setup:
+            return
+        self.check_setup(numbers, cell, grid)
+        self._evaluator = PriorEvaluator(self.prior, numbers, cell, tuple(grid)).to(self.device)
+        self._natoms = len(numbers)
+        self._dV = abs(float(np.linalg.det(np.asarray(cell, float)))) / float(np.prod(grid))
+        self._setup = key
+        self._past.clear()
+
+    def reset(self) -> None:
+        """Forget the observed history."""
+        self._past.clear()
+
+    @torch.inference_mode()
+    def observe(self, positions: np.ndarray, nt_R: np.ndarray, D_aii: Sequence[np.ndarray] | None,
+                numbers: np.ndarray, cell: np.ndarray, *, predicted: bool = False) -> None:
+        """Add a converged (or, ``predicted``, the model's own) step to the history; D is not read."""
+        nt_R = np.asarray(nt_R)
+        self._prepare(numbers, cell, nt_R.shape)
+        if not np.all(np.isfinite(nt_R)):
+            raise InvalidInput("the observed density has non-finite values")
+        u = self.model.encode(torch.as_tensor(nt_R, dtype=torch.float32, device=self.device)[None])[0]
+        self._past.appendleft((u, self._prior(positions)))
+
+    def _prior(self, positions: np.ndarray | None) -> torch.Tensor:
+        if positions is None:
+            return torch.zeros(self._evaluator.grid, device=self.device)
+        pos = np.asarray(positions, float)
+        if pos.shape != (self._natoms, 3) or not np.all(np.isfinite(pos)):
+            raise InvalidInput(f"positions must be finite, shape ({self._natoms}, 3); got {pos.shape}")
+        return self._evaluator(torch.as_tensor(pos, dtype=torch.float32, device=self.device)[None])[0]
+
+    def _condition(self, positions: np.ndarray | None, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        H = self.history
+        past = list(self._past)[: self.max_history]
+        n = tuple(s // self.model.cfg.autoencoder.patch for s in self._evaluator.grid)
+        C = self.model.cfg.autoencoder.latent_channels
+        u = torch.zeros(1, H, C, *n, device=self.device)
+        priors = torch.zeros(1, H + 1, *self._evaluator.grid, device=self.device)
+        has_past = torch.zeros(1, H, device=self.device)
+        priors[0, 0] = self._prior(positions)
+        for j, (u_j, p_j) in enumerate(past):
+            u[0, j], priors[0, j + 1], has_past[0, j] = u_j, p_j, 1.0
+        has_atoms = torch.full((1,), positions is not None, device=self.device)
+        cond = self.model.condition_tensors(u, priors, has_past, has_atoms)
+        return tuple(c.expand(batch, *c.shape[1:]) for c in cond)
+
+    def _density(self, u: torch.Tensor) -> torch.Tensor:
+        nt = self.model.decode(u)
+        return nt * (self.electrons_per_atom * self._natoms / (nt.sum((-3, -2, -1), keepdim=True) * self._dV))
+
+    @torch.inference_mode()
+    def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int],
+                *, seed: int | None = None) -> tuple[np.ndarray, None]:
+        """The mean-mode density (N1, N2, N3) e/A^3 at ``positions``, and None (no PAW matrices)."""
+        self._prepare(numbers, cell, grid)
+        if seed is not None:
+            self.seed(seed)
+        u = self.model.generate(*self._condition(positions), mode="mean")
+        return self._density(u)[0].double().cpu().numpy(), None
+
+    @torch.inference_mode()
+    def predict_samples(self, positions: np.ndarray | None, numbers: np.ndarray, cell: np.ndarray,
+                        grid: tuple[int, int, int], samples: int, *, seed: int | None = None) -> Samples:
+        """The mean-mode density with ``samples`` samples and their calibrated spread.
+
+        ``positions`` None samples without the atoms (the autonomous mode; needs history).
+        """
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+            raise InvalidInput(f"a spread needs at least 2 samples, got {samples!r}")
+        self._prepare(numbers, cell, grid)
+        if positions is None and not self._past:
+            raise InvalidInput("without atoms the model needs at least one observed step")
+        if seed is not None:
+            self.seed(seed)
+        mean = self._density(self.model.generate(*self._condition(positions), mode="mean"))[0]
+        cond = self._condition(positions, samples)
+        u = self.model.generate(*cond, mode=self.sampler, n_steps=self.sampler_steps, generator=self._gen)
+        s = self._density(u)
+        scale = self.spread_scale.get(min(len(self._past), self.max_history), 1.0)
+        std = s.std(0) * scale
+        spread = float(std.abs().sum() / mean.abs().sum())
+        return Samples(mean.double().cpu().numpy(), std.double().cpu().numpy(), spread, s.double().cpu().numpy())
+
+    def set_sampler(self, sampler: str, steps: int = 10) -> None:
+        """'ddim' with ``steps`` levels, or 'ddpm' (all levels)."""
+        if sampler not in SAMPLERS:
+            raise InvalidInput(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.model.schedule.steps:
+            raise InvalidInput(f"sampler steps must be between 1 and {self.model.schedule.steps}, got {steps!r}")
+        self.sampler, self.sampler_steps = sampler, int(steps)
+
+    def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
+                n_steps: int = 20, seed: int = 0, mode: str = "sample") -> Iterator[np.ndarray]:
+        """The paper's autonomous rollout on the training system, without atoms.
+
+        Starts from two converged densities ``n_prev``, ``n`` (N1, N2, N3) e/A^3; each step
+        generates the next latent of each of ``samples`` independent chains from their own last
+        latents (``mode`` 'sample': with ``sampler``; 'mean': the mean mode) and decodes it. Yields
+        (samples, N1, N2, N3) e/A^3 per step. The observed history is left untouched.
+        """
+        if mode not in ("sample", "mean"):
+            raise InvalidInput(f"rollout mode must be 'sample' or 'mean', got {mode!r}")
+        if sampler not in SAMPLERS:
+            raise InvalidInput(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
+        n_prev, n = np.asarray(n_prev, np.float32), np.asarray(n, np.float32)
+        if n_prev.shape != n.shape or n.ndim != 3 or not (np.all(np.isfinite(n)) and np.all(np.isfinite(n_prev))):
+            raise InvalidInput(f"a rollout starts from two finite densities of one grid, got {n_prev.shape}, {n.shape}")
+        self._prepare(self.numbers, self.cell, n.shape)
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        H, B = self.history, int(samples)
+        with torch.inference_mode():
+            start = self.model.encode(torch.as_tensor(np.stack([n, n_prev]), device=self.device))
+            past = [start[j].expand(B, *start.shape[1:]) for j in range(min(2, H))]
+            priors = torch.zeros(B, H + 1, *n.shape, device=self.device)
+            no_atoms = torch.zeros(B, device=self.device)
+            for _ in range(steps):
+                u = torch.zeros(B, H, *past[0].shape[1:], device=self.device)
+                has_past = torch.zeros(B, H, device=self.device)
+                for j, u_j in enumerate(past):
+                    u[:, j], has_past[:, j] = u_j, 1.0
+                cond = self.model.condition_tensors(u, priors, has_past, no_atoms)
+                if mode == "mean":
+                    new = self.model.generate(*cond, mode="mean")
+                else:
+                    new = self.model.generate(*cond, mode=sampler, n_steps=n_steps, generator=gen)
+                nt = self._density(new)
+                yield nt.cpu().numpy()
+                # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
+                past = [self.model.encode(nt), *past][:H]

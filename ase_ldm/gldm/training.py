@@ -1,0 +1,426 @@
+"""Training of the grid-latent diffusion model: the autoencoder, then the denoiser on frozen latents.
+
+Stage 1 trains the periodic patch autoencoder on every training frame (random point symmetries
+of the cell as augmentation) with the relative L1 error of the density plus the paper's sJSD.
+Stage 2 freezes it, encodes every frame once, and trains the condition encoder and the denoiser
+on (past latents, prior densities of the atoms) -> next latent, forward and reversed in time,
+with the history or the atoms hidden at random so that one network serves every mode.
+
+A run directory is resumable at any moment (:mod:`ase_ldm.core.runs`): the checkpoint counter
+("epoch" in model.json) counts autoencoder epochs, then chunks of ``checkpoint_every``
+denoiser steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.checkpoint import load_train_state, load_weights, read_meta
+from ..core.device import resolve_device
+from ..core.runs import open_run, save_run_config, write_checkpoint
+from ..errors import DatasetError, InvalidInput
+from ..ldm.losses import scaled_jsd
+from ..sync.prior import PriorEvaluator, RadialPrior, fit_radial_prior
+from ..sync.symmetry import symmetry_ops
+from .config import GldmTrainConfig
+from .model import GridLDM
+from .nets import latent_grid
+
+__all__ = ["GLDM_KIND", "Trajectories", "train_gldm", "relative_l1"]
+
+log = logging.getLogger(__name__)
+
+GLDM_KIND = "gldm"
+
+
+def relative_l1(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Per-frame relative L1 error sum|pred - true| / sum|true| over the last three axes, (B,)."""
+    return (pred - true).abs().sum((-3, -2, -1)) / true.abs().sum((-3, -2, -1))
+
+
+class Trajectories:
+    """Frames of one or more trajectories of the same system, in memory, with their priors.
+
+    Attributes
+    ----------
+    nt : (T, N1, N2, N3) float32, e/A^3
+    prior : (T, N1, N2, N3) float32, e/A^3, the learned prior of each frame's atoms
+    traj : (T,) int, which trajectory each frame belongs to
+    """
+
+    def __init__(self, nt: np.ndarray, positions: np.ndarray, traj: np.ndarray, prior: RadialPrior,
+                 numbers: np.ndarray, cell: np.ndarray) -> None:
+        self.nt = torch.as_tensor(np.asarray(nt, np.float32))
+        self.positions = np.asarray(positions, np.float64)
+        self.traj = np.asarray(traj)
+        #: volume element, Angstrom^3
+        self.dV = abs(float(np.linalg.det(cell))) / float(np.prod(self.nt.shape[1:]))
+        ev = PriorEvaluator(prior, numbers, cell, tuple(self.nt.shape[1:]))
+        with torch.no_grad():
+            self.prior = torch.cat([ev(torch.as_tensor(self.positions[i:i + 64]))
+                                    for i in range(0, len(self.positions), 64)]).float()
+
+    def __len__(self) -> int:
+        return len(self.nt)
+
+    def neighbour(self, g: np.ndarray, j: int, reverse: np.ndarray) -> np.ndarray:
+        """Index of the frame ``j`` steps before ``g`` (after it where ``reverse``), or -1 outside its trajectory."""
+        h = np.where(reverse, g + j, g - j)
+        ok = (h >= 0) & (h < len(self))
+        h = np.where(ok, h, 0)
+        return np.where(ok & (self.traj[h] == self.traj[g]), h, -1)
+
+
+def _read(path: str | os.PathLike, stop: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from ..data.store import open_dataset
+
+    with open_dataset(path) as ds:
+        if ds.nspins != 1:
+            raise DatasetError(f"{path}: spin-polarised data; the grid-latent model learns spin-paired densities")
+        n = len(ds) if stop is None else stop
+        attrs = {"numbers": ds.numbers.copy(), "cell": ds.cell(0), "grid": ds.grid, "timestep_fs": ds.frame_interval_fs}
+        return ds.nt_range(0, n)[:, 0], ds.array("positions", 0, n), attrs
+
+
+def _split(n: int, cfg: GldmTrainConfig) -> tuple[int, int]:
+    """(fit frames, training frames) of the main dataset: fit [0, n_fit), validation [n_fit, n_train)."""
+    n_train = n - int(round(n * cfg.test_fraction))
+    n_val = max(1, int(round(0.1 * n_train)))
+    if n_train - n_val < cfg.model.denoiser.history + 2:
+        raise DatasetError(f"{n} frames leave {n_train - n_val} to fit; record more frames")
+    return n_train - n_val, n_train
+
+
+def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: GldmTrainConfig | None = None, *,
+               resume: bool = False, progress: bool = True, extra_data: Sequence[str | os.PathLike] = (),
+               stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a grid-latent diffusion model.
+
+    Parameters
+    ----------
+    data_path : the main dataset; its last ``test_fraction`` is never read, and the last tenth
+        of the rest validates (and calibrates the spread of the samples).
+    run_dir : the run directory (model.json, weights, history).
+    extra_data : more trajectories of the same system (all frames train).
+    stop_after : end this call after writing this many checkpoints (for time-limited jobs);
+        ``resume`` continues on the same schedule as an uninterrupted run.
+
+    Returns
+    -------
+    dict with the history (one record per checkpoint) and the run directory.
+    """
+    run = Path(run_dir)
+    cfg, stored = open_run(run, GldmTrainConfig, cfg, resume, data_path)
+    if resume:
+        if extra_data and [str(x) for x in extra_data] != stored.get("extra_data", []):
+            raise InvalidInput(f"{run}: resume with the run's own extra trajectories ({stored.get('extra_data', [])})")
+        extra_data = stored.get("extra_data", [])
+    extra_data = [str(x) for x in extra_data]
+    for name in ("ae_epochs", "ae_batch", "denoiser_steps", "denoiser_batch", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    device = resolve_device(cfg.device)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # -- data ----------------------------------------------------------------------------------
+    with _open_count(data_path) as n_frames:
+        n_fit, n_train = _split(n_frames, cfg)
+    nt0, pos0, attrs = _read(data_path, n_train)
+    latent_grid(attrs["grid"], cfg.model.autoencoder.patch)
+    parts = [(nt0, pos0)]
+    for path in extra_data:
+        nt_e, pos_e, a = _read(path, None)
+        if a["grid"] != attrs["grid"] or not np.allclose(a["cell"], attrs["cell"]) or \
+                not np.array_equal(a["numbers"], attrs["numbers"]):
+            raise DatasetError(f"{path}: another system (grid, cell or atoms) than {data_path}; "
+                               "extra trajectories must repeat the main one's system")
+        if not np.isclose(a["timestep_fs"] or 0.0, attrs["timestep_fs"] or 0.0):
+            raise DatasetError(f"{path}: frames {a['timestep_fs']} fs apart, not {attrs['timestep_fs']} fs")
+        parts.append((nt_e, pos_e))
+    numbers, cell = attrs["numbers"], np.asarray(attrs["cell"], float)
+    if resume:
+        prior = RadialPrior.from_dict(read_meta(run)["prior"])
+    else:
+        prior = fit_radial_prior(((pos0[i], nt0[i]) for i in range(0, n_fit, 2)), numbers, cell)
+    data = Trajectories(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                        np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]), prior, numbers, cell)
+    val = np.arange(n_fit, n_train)
+    fit = np.setdiff1d(np.arange(len(data)), val)
+    electrons_per_atom = float(data.nt[fit].double().sum((1, 2, 3)).mean()) * abs(np.linalg.det(cell)) / \
+        np.prod(attrs["grid"]) / len(numbers)
+
+    model = GridLDM(cfg.model)
+    logn = data.nt[fit].clamp(min=1e-12).log()
+    model.log_mu.fill_(float(logn.mean()))
+    model.log_sigma.fill_(float(logn.std()))
+    model.prior_mean.fill_(float(data.prior[fit].mean()))
+    model.prior_std.fill_(float(data.prior[fit].std()))
+    del logn
+    model.to(device)
+    E = cfg.ae_epochs
+    meta_base = {
+        "kind": GLDM_KIND, "gldm_config": asdict(cfg.model), "prior": prior.to_dict(),
+        "grid": list(attrs["grid"]), "cell": cell.tolist(), "numbers": np.asarray(numbers).tolist(),
+        "grid_spacing": (np.linalg.norm(cell, axis=1) / np.array(attrs["grid"])).tolist(),
+        "timestep_fs": attrs["timestep_fs"], "electrons_per_atom": electrons_per_atom,
+        "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
+        "extra_data": [{"path": p, "frames": len(x[0])} for p, x in zip(extra_data, parts[1:])],
+        "train_config": asdict(cfg),
+    }
+    history: list[dict[str, Any]] = []
+    budget = [math.inf if stop_after is None else int(stop_after)]
+    done = 0
+    state: dict[str, Any] = {}
+    if resume:
+        meta = read_meta(run)
+        load_weights(run, model, meta)
+        state = load_train_state(run, meta)
+        done = int(meta["epoch"])
+        history = list(meta.get("history", []))[:done]
+        meta_base["spread_scale"] = meta.get("spread_scale")
+        log.info("resuming %s at checkpoint %d", run, done)
+    else:
+        save_run_config(run, cfg, data_path, {"extra_data": extra_data})
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps_ae = E * math.ceil(len(fit) / cfg.ae_batch)
+        bar = tqdm(total=steps_ae + cfg.denoiser_steps, desc="train-gldm", unit="step")
+        bar.update(min(done, E) * math.ceil(len(fit) / cfg.ae_batch) + max(0, done - E) * cfg.checkpoint_every)
+
+    # -- stage 1: the autoencoder ----------------------------------------------------------------
+    ae = model.autoencoder
+    ops = symmetry_ops(cell, attrs["grid"])
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=1e-6)
+    total = E * math.ceil(len(fit) / cfg.ae_batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
+    if done and done <= E and "ae_optimizer" in state:
+        opt.load_state_dict(state["ae_optimizer"])
+        sched.load_state_dict(state["ae_scheduler"])
+    for epoch in range(done, E):
+        ae.train()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(fit)
+        t0, loss_sum, nb = time.perf_counter(), 0.0, 0
+        for b0 in range(0, len(order), cfg.ae_batch):
+            idx = order[b0:b0 + cfg.ae_batch]
+            nt = data.nt[idx].to(device)
+            op = ops[int(rng.integers(len(ops)))]
+            nt = op.grid(nt)
+            x = model.to_x(nt)
+            x_hat = ae(x)
+            loss = relative_l1(model.from_x(x_hat), nt).mean()
+            if cfg.sjsd_weight:
+                loss = loss + cfg.sjsd_weight * scaled_jsd(x_hat, x, scale=1.0, bins=64, value_range=(-4.0, 4.0))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ae.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach())
+            nb += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(stage="autoencoder", loss=f"{loss_sum / nb:.4f}")
+        rec = {"epoch": epoch + 1, "stage": "autoencoder", "loss": loss_sum / nb,
+               "seconds": time.perf_counter() - t0,
+               "val_reconstruction": _reconstruction(model, data, val, device)}
+        log.info("autoencoder epoch %d: %s", epoch + 1, rec)
+        history.append(rec)
+        write_checkpoint(run, model, meta_base, {"ae_optimizer": opt.state_dict(), "ae_scheduler": sched.state_dict()},
+                         epoch + 1, history)
+        budget[0] -= 1
+        if budget[0] <= 0:
+            if bar is not None:
+                bar.close()
+            return {"history": history, "run_dir": str(run)}
+    done = max(done, E)
+
+    # -- stage 2: latents, then the denoiser -----------------------------------------------------
+    model.eval()
+    with torch.no_grad():
+        z = torch.cat([ae.encode(model.to_x(data.nt[i:i + 32].to(device))) for i in range(0, len(data), 32)])
+        if done == E:  # first time: the latent statistics
+            model.z_mean.copy_(z[torch.as_tensor(fit)].mean((0, 2, 3, 4)))
+            model.z_std.copy_(z[torch.as_tensor(fit)].std((0, 2, 3, 4)))
+        u = (z - model.z_mean[:, None, None, None]) / model.z_std[:, None, None, None]
+    params = list(model.condition.parameters()) + list(model.denoiser.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.denoiser_lr, weight_decay=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.denoiser_steps))
+    if done > E and "denoiser_optimizer" in state:
+        opt.load_state_dict(state["denoiser_optimizer"])
+        sched.load_state_dict(state["denoiser_scheduler"])
+    H = model.history
+    step = (done - E) * cfg.checkpoint_every
+    prior_dev = data.prior.to(device)
+    t0, loss_sum, nb = time.perf_counter(), 0.0, 0
+    while step < cfg.denoiser_steps:
+        if step % cfg.checkpoint_every == 0:  # each chunk has its own random streams: resuming repeats them
+            rng = np.random.default_rng([cfg.seed, 1, step])
+            torch.manual_seed(cfg.seed * 100003 + step)
+        model.condition.train()
+        model.denoiser.train()
+        g = rng.choice(fit, cfg.denoiser_batch)
+        b = _batch(model, data, u, prior_dev, g, rng, cfg, device)
+        k = torch.as_tensor(rng.integers(1, model.schedule.steps + 1, len(g)), device=device)
+        mean_level = torch.as_tensor(rng.random(len(g)) < cfg.mean_fraction, device=device)
+        eps = torch.randn_like(b["target"])
+        z_k = model.schedule.q_sample(b["target"], k, eps)
+        z_k = torch.where(mean_level[:, None, None, None, None], torch.zeros_like(z_k), z_k)
+        k = torch.where(mean_level, torch.full_like(k, model.denoiser.levels), k)
+        past, atoms, flags = model.condition_tensors(b["past"], b["priors"], b["has_past"], b["has_atoms"])
+        z0 = model.denoiser(z_k, k, past, atoms, flags)
+        loss = ((z0 - b["target"]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        sched.step()
+        step += 1
+        loss_sum += float(loss.detach())
+        nb += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(stage="denoiser", loss=f"{loss_sum / nb:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.denoiser_steps:
+            model.eval()
+            rec = {"epoch": E + math.ceil(step / cfg.checkpoint_every), "stage": "denoiser", "steps": step,
+                   "loss": loss_sum / nb, "seconds": time.perf_counter() - t0,
+                   **_one_step_errors(model, data, u, prior_dev, val, device, electrons_per_atom, len(numbers))}
+            if step == cfg.denoiser_steps:
+                meta_base["spread_scale"] = {str(h): _calibrate(model, data, u, prior_dev, val, device, cfg.seed, h)
+                                             for h in range(H + 1)}
+                rec["spread_scale"] = meta_base["spread_scale"]
+            log.info("denoiser step %d: %s", step, rec)
+            history.append(rec)
+            write_checkpoint(run, model, meta_base, {"denoiser_optimizer": opt.state_dict(),
+                                                     "denoiser_scheduler": sched.state_dict()}, rec["epoch"], history)
+            t0, loss_sum, nb = time.perf_counter(), 0.0, 0
+            budget[0] -= 1
+            if budget[0] <= 0:
+                break
+    if bar is not None:
+        bar.close()
+    return {"history": history, "run_dir": str(run)}
+
+
+class _open_count:
+    """``with _open_count(path) as n``: the number of frames of a dataset."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = path
+
+    def __enter__(self) -> int:
+        from ..data.store import open_dataset
+
+        with open_dataset(self.path) as ds:
+            return len(ds)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _cosine(total: int):
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / 50)
+        return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1))))
+
+    return f
+
+
+def _batch(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, g: np.ndarray,
+           rng: np.random.Generator, cfg: GldmTrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """A training batch: targets g, history in or against time, modes drawn at random."""
+    H = model.history
+    reverse = rng.random(len(g)) < 0.5
+    hist = np.stack([data.neighbour(g, j, reverse) for j in range(1, H + 1)], 1)  # (B, H)
+    drop = rng.random(len(g)) < cfg.drop_history
+    hist[drop] = -1
+    # partial histories: keep only the first h entries (h drawn) so every length is trained
+    h_keep = rng.integers(1, H + 1, len(g))
+    hist[np.arange(H)[None, :] >= h_keep[:, None]] = -1
+    # a missing entry hides all older ones
+    hist = np.where(np.cumprod(hist >= 0, axis=1).astype(bool), hist, -1)
+    has_past = torch.as_tensor(hist >= 0, device=device)
+    has_atoms = torch.as_tensor(rng.random(len(g)) >= cfg.drop_atoms, device=device)
+    hi = torch.as_tensor(np.where(hist >= 0, hist, 0), device=device)
+    past = u[hi]  # (B, H, C, n, n, n)
+    if cfg.history_noise:
+        past = past + cfg.history_noise * torch.randn_like(past)
+    priors = torch.cat([prior[torch.as_tensor(g, device=device)][:, None], prior[hi]], dim=1)
+    return {"target": u[torch.as_tensor(g, device=device)], "past": past, "priors": priors,
+            "has_past": has_past, "has_atoms": has_atoms}
+
+
+def _reconstruction(model: GridLDM, data: Trajectories, frames: np.ndarray, device: torch.device) -> float:
+    model.eval()
+    with torch.no_grad():
+        errs = [relative_l1(model.from_x(model.autoencoder(model.to_x(data.nt[frames[i:i + 16]].to(device)))),
+                            data.nt[frames[i:i + 16]].to(device)) for i in range(0, len(frames), 16)]
+    model.train()
+    return float(torch.cat(errs).mean())
+
+
+def _condition(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, g: np.ndarray,
+               history: int, atoms: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    H = model.history
+    hist = np.stack([data.neighbour(g, j, np.zeros(len(g), bool)) for j in range(1, H + 1)], 1)
+    hist[:, history:] = -1
+    hist = np.where(np.cumprod(hist >= 0, axis=1).astype(bool), hist, -1)
+    hi = torch.as_tensor(np.where(hist >= 0, hist, 0), device=device)
+    priors = torch.cat([prior[torch.as_tensor(g, device=device)][:, None], prior[hi]], dim=1)
+    has_atoms = torch.full((len(g),), atoms, device=device)
+    return model.condition_tensors(u[hi], priors, torch.as_tensor(hist >= 0, device=device), has_atoms)
+
+
+def _renormalize(nt: torch.Tensor, electrons: float, dV: float) -> torch.Tensor:
+    return nt * (electrons / (nt.sum((-3, -2, -1), keepdim=True) * dV))
+
+
+def _one_step_errors(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, frames: np.ndarray,
+                     device: torch.device, electrons_per_atom: float, natoms: int) -> dict[str, float]:
+    """Mean-mode relative L1 of nt on ``frames``: with the full history, from the atoms alone, and
+    without the atoms (the autonomous mode, one step)."""
+    out = {}
+    with torch.no_grad():
+        for name, h, atoms in (("val_one_step", model.history, True), ("val_atoms_only", 0, True),
+                               ("val_autonomous", model.history, False)):
+            errs = []
+            for i in range(0, len(frames), 16):
+                g = frames[i:i + 16]
+                cond = _condition(model, data, u, prior, g, h, atoms, device)
+                nt = model.decode(model.generate(*cond, mode="mean"))
+                nt = _renormalize(nt, electrons_per_atom * natoms, data.dV)
+                errs.append(relative_l1(nt, data.nt[g].to(device)))
+            out[name] = float(torch.cat(errs).mean())
+    return out
+
+
+def _calibrate(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, frames: np.ndarray,
+               device: torch.device, seed: int, history: int, samples: int = 8) -> float:
+    """The factor that makes the spread of ``samples`` few-step samples (with ``history`` past
+    steps) match the mean-mode error on the validation frames on average (spread-skill ratio 1)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    spreads, errors = [], []
+    with torch.no_grad():
+        for g in frames[:: max(1, len(frames) // 24)]:
+            cond = _condition(model, data, u, prior, np.array([g]), history, True, device)
+            mean = model.decode(model.generate(*cond, mode="mean"))
+            rep = tuple(c.expand(samples, *c.shape[1:]) for c in cond)
+            s = model.decode(model.generate(*rep, mode="ddim", n_steps=10, generator=gen))
+            spreads.append(float(s.std(0).abs().sum() / mean.abs().sum()))
+            errors.append(float(relative_l1(mean, data.nt[[g]].to(device))))
+    return float(np.mean(errors) / max(np.mean(spreads), 1e-12))

@@ -200,6 +200,7 @@ class DensityCalculator(Calculator):
         while self._observed < self.model.min_history:
             self._observe(atoms, *real)
         self._n_R = real[0]
+        self._std_R = self._spread = None
         self._model_steps = 0
         return True
 

@@ -205,6 +205,15 @@ def main() -> None:
                         key = f"{Path(u).stem}_h{h}"
                         out[key] = spread_skill(model, du, frames, h, args.samples)
                         print("spread", key, {k: v for k, v in out[key].items() if not isinstance(v, list)})
+            from scipy.stats import spearmanr
+
+            for h in (0, model.history):  # all sets together: does the spread follow the error across them?
+                parts = [v for k, v in out.items() if k.endswith(f"_h{h}")]
+                sp = np.concatenate([v["spread"] for v in parts])
+                er = np.concatenate([v["error"] for v in parts])
+                out[f"pooled_h{h}"] = {"frames": len(sp), "spearman": float(spearmanr(sp, er).statistic),
+                                       "spread_skill": float(sp.mean() / er.mean())}
+                print("spread pooled", h, out[f"pooled_h{h}"])
             res["spread"] = out
         if "speed" in sections:
             res["speed"] = speed(model, ds, start, 20, args.gpaw_steps)

@@ -199,3 +199,38 @@ def test_damaged_checkpoint_is_refused(trained_gldm, tmp_path):
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="impossible|invalid"):
         load(bad, device="cpu")
+
+
+def test_bad_settings_are_refused_before_training(recorded_long, tmp_path):
+    import dataclasses
+
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.gldm.config import GridDenoiserConfig
+    from ase_ldm.gldm.training import train_gldm
+
+    cfg = tiny_gldm_config()
+    odd = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, denoiser=GridDenoiserConfig(embedding_dim=33)))
+    with pytest.raises(InvalidInput, match="embedding_dim must be even"):
+        train_gldm(recorded_long, tmp_path / "a", odd, progress=False)
+    with pytest.raises(InvalidInput, match="drop_atoms"):
+        train_gldm(recorded_long, tmp_path / "b", dataclasses.replace(cfg, drop_atoms=1.0), progress=False)
+    assert not (tmp_path / "a" / "model.json").exists()
+
+
+def test_modes_without_information_are_refused(trained_gldm, recorded_long):
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import InvalidInput
+
+    model = load(trained_gldm[0], device="cpu")
+    with open_dataset(recorded_long) as ds:
+        f, grid = ds.frame(5), ds.grid
+    with pytest.raises(InvalidInput, match="spin-summed"):
+        model.observe(f.positions, f.nt_sR, None, f.numbers, f.cell)
+    model.observe(f.positions, f.nt_sR[0], None, f.numbers, f.cell)
+    model.max_history = 0  # neither atoms nor history: nothing to condition on
+    with pytest.raises(InvalidInput, match="observed step"):
+        model.predict_samples(None, f.numbers, f.cell, grid, 2)
+    model.max_history = 1
+    assert model.predict_samples(None, f.numbers, f.cell, grid, 2, seed=0).spread > 0
+    with pytest.raises(InvalidInput, match="samples must be a positive integer"):
+        model.rollout(f.nt_sR[0], f.nt_sR[0], 2, samples=0)

@@ -32,8 +32,10 @@ def main() -> None:
     meta["files"] = {k: v for k, v in meta["files"].items() if k.startswith("weights")}
     meta["name"] = args.name
     meta["note"] = args.note
-    if "path" in meta["dataset"]:
+    if "path" in meta.get("dataset", {}):
         meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
+    for extra in meta.get("extra_data", []):  # no paths of the training machine in a shipped model
+        extra["path"] = Path(extra["path"]).name
     (dst / "model.json").write_text(json.dumps(meta, indent=1))
     model = load(args.name, device="cpu")
     what = f"{type(model).__name__}, species {list(model.species)}, history {model.max_history}"

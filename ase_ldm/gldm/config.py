@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["GridAutoencoderConfig", "GridDenoiserConfig", "GldmConfig", "GldmTrainConfig"]
+from ..errors import InvalidInput
+
+__all__ = ["GridAutoencoderConfig", "GridDenoiserConfig", "GldmConfig", "GldmTrainConfig", "check_model_config",
+           "check_train_config"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,36 @@ class GldmTrainConfig:
     checkpoint_every: int = 250
     device: str = "auto"
     model: GldmConfig = field(default_factory=GldmConfig)
+
+
+def check_model_config(cfg: GldmConfig) -> None:
+    """Raise InvalidInput naming the first setting that cannot build a network."""
+    ae, dn = cfg.autoencoder, cfg.denoiser
+    for name, value, low in (("autoencoder.patch", ae.patch, 1), ("autoencoder.channels", ae.channels, 1),
+                             ("autoencoder.blocks", ae.blocks, 0), ("autoencoder.latent_channels", ae.latent_channels, 1),
+                             ("denoiser.channels", dn.channels, 1), ("denoiser.history", dn.history, 1),
+                             ("denoiser.steps", dn.steps, 2), ("denoiser.embedding_dim", dn.embedding_dim, 2)):
+        if value < low:
+            raise InvalidInput(f"{name} must be at least {low}, got {value}")
+    if dn.embedding_dim % 2:
+        raise InvalidInput(f"denoiser.embedding_dim must be even (sines and cosines), got {dn.embedding_dim}")
+    if not dn.dilations or min(dn.dilations) < 1:
+        raise InvalidInput(f"denoiser.dilations must be positive integers, got {list(dn.dilations)}")
+
+
+def check_train_config(cfg: GldmTrainConfig) -> None:
+    """Raise InvalidInput naming the first setting out of range."""
+    check_model_config(cfg.model)
+    for name in ("ae_epochs", "ae_batch", "denoiser_steps", "denoiser_batch", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("mean_fraction", "drop_history", "drop_atoms"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise InvalidInput(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not 0 < cfg.test_fraction < 1:
+        raise InvalidInput(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    for name in ("ae_lr", "denoiser_lr"):
+        if not getattr(cfg, name) > 0:
+            raise InvalidInput(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.history_noise < 0 or cfg.sjsd_weight < 0:
+        raise InvalidInput("history_noise and sjsd_weight must not be negative")

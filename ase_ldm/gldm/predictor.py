@@ -33,9 +33,10 @@ from ..core.config import from_dict
 from ..core.device import resolve_device
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
-from .config import GldmConfig
+from .config import GldmConfig, check_model_config
 from .model import GridLDM
 from .nets import latent_grid
+from .training import SPREAD_SAMPLER
 
 __all__ = ["GridLDMPredictor", "Samples"]
 
@@ -85,7 +86,9 @@ class GridLDMPredictor:
         self._max_history = self.history
         self.electrons_per_atom = float(meta["electrons_per_atom"])
         self.spread_scale = {int(k): float(v) for k, v in (meta.get("spread_scale") or {}).items()}
-        #: sampler of :meth:`predict_samples` and :meth:`rollout`: 'ddim' (``sampler_steps`` levels) or 'ddpm'
+        #: the sampler of :meth:`predict_samples`: the one the spread was calibrated with
+        self.spread_sampler = dict(meta.get("spread_sampler") or SPREAD_SAMPLER)
+        #: sampler of the rollouts: 'ddim' (``sampler_steps`` levels) or 'ddpm'
         self.sampler, self.sampler_steps = "ddim", 10
         self._gen = torch.Generator(device=device).manual_seed(0)
         self._setup: tuple | None = None
@@ -113,6 +116,7 @@ class GridLDMPredictor:
         try:
             prior = RadialPrior.from_dict(meta["prior"])
             cfg = from_dict(GldmConfig, meta["gldm_config"])
+            check_model_config(cfg)
             spacing = np.asarray(meta["grid_spacing"], dtype=float)
             ok = (spacing.shape == (3,) and bool(np.all(spacing > 0)) and 1 <= cfg.autoencoder.patch <= 8
                   and 0 < cfg.autoencoder.channels <= 4096 and 0 < cfg.denoiser.channels <= 4096
@@ -178,6 +182,10 @@ class GridLDMPredictor:
                 numbers: np.ndarray, cell: np.ndarray, *, predicted: bool = False) -> None:
         """Add a converged (or, ``predicted``, the model's own) step to the history; D is not read."""
         nt_R = np.asarray(nt_R)
+        if nt_R.ndim != 3:
+            raise InvalidInput(f"the observed density must be spin-summed, (N1, N2, N3); got shape {nt_R.shape}")
+        if positions is None:
+            raise InvalidInput("observe needs the positions of the observed step")
         self._prepare(numbers, cell, nt_R.shape)
         if not np.all(np.isfinite(nt_R)):
             raise InvalidInput("the observed density has non-finite values")
@@ -226,18 +234,23 @@ class GridLDMPredictor:
                         grid: tuple[int, int, int], samples: int, *, seed: int | None = None) -> Samples:
         """The mean-mode density with ``samples`` samples and their calibrated spread.
 
-        ``positions`` None samples without the atoms (the autonomous mode; needs history).
+        The samples come from the sampler the spread was calibrated with (``spread_sampler``,
+        whatever :meth:`set_sampler` chose for rollouts). ``positions`` None samples without the
+        atoms (the autonomous mode; needs history; its spread carries the calibration of the
+        mode with atoms).
         """
         if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
             raise InvalidInput(f"a spread needs at least 2 samples, got {samples!r}")
         self._prepare(numbers, cell, grid)
-        if positions is None and not self._past:
-            raise InvalidInput("without atoms the model needs at least one observed step")
+        if positions is None and min(len(self._past), self.max_history) == 0:
+            raise InvalidInput("without atoms the model needs at least one observed step (and max_history >= 1)")
         if seed is not None:
             self.seed(seed)
         mean = self._density(self.model.generate(*self._condition(positions), mode="mean"))[0]
         cond = self._condition(positions, samples)
-        u = self.model.generate(*cond, mode=self.sampler, n_steps=self.sampler_steps, generator=self._gen)
+        sp = self.spread_sampler
+        u = self.model.generate(*cond, mode=sp["sampler"], n_steps=int(sp["steps"]), eta=float(sp["eta"]),
+                                generator=self._gen)
         s = self._density(u)
         scale = self.spread_scale.get(min(len(self._past), self.max_history), 1.0)
         std = s.std(0) * scale
@@ -265,18 +278,31 @@ class GridLDMPredictor:
             raise InvalidInput(f"rollout mode must be 'sample' or 'mean', got {mode!r}")
         if sampler not in SAMPLERS:
             raise InvalidInput(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise InvalidInput(f"samples must be a positive integer, got {samples!r}")
         n_prev, n = np.asarray(n_prev, np.float32), np.asarray(n, np.float32)
         if n_prev.shape != n.shape or n.ndim != 3 or not (np.all(np.isfinite(n)) and np.all(np.isfinite(n_prev))):
             raise InvalidInput(f"a rollout starts from two finite densities of one grid, got {n_prev.shape}, {n.shape}")
-        self._prepare(self.numbers, self.cell, n.shape)
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        H, B = self.history, int(samples)
+        self.check_setup(self.numbers, self.cell, n.shape)
+        return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode)
+
+    def _rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, B: int, sampler: str, n_steps: int,
+                 seed: int, mode: str) -> Iterator[np.ndarray]:
+        H = self.history
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        natoms, dV = len(self.numbers), abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
+
+        def density(u: torch.Tensor) -> torch.Tensor:
+            nt = self.model.decode(u)
+            return nt * (self.electrons_per_atom * natoms / (nt.sum((-3, -2, -1), keepdim=True) * dV))
+
         with torch.inference_mode():
             start = self.model.encode(torch.as_tensor(np.stack([n, n_prev]), device=self.device))
-            past = [start[j].expand(B, *start.shape[1:]) for j in range(min(2, H))]
-            priors = torch.zeros(B, H + 1, *n.shape, device=self.device)
-            no_atoms = torch.zeros(B, device=self.device)
-            for _ in range(steps):
+        past = [start[j].expand(B, *start.shape[1:]) for j in range(min(2, H))]
+        priors = torch.zeros(B, H + 1, *n.shape, device=self.device)
+        no_atoms = torch.zeros(B, device=self.device)
+        for _ in range(steps):
+            with torch.inference_mode():
                 u = torch.zeros(B, H, *past[0].shape[1:], device=self.device)
                 has_past = torch.zeros(B, H, device=self.device)
                 for j, u_j in enumerate(past):
@@ -286,7 +312,8 @@ class GridLDMPredictor:
                     new = self.model.generate(*cond, mode="mean")
                 else:
                     new = self.model.generate(*cond, mode=sampler, n_steps=n_steps, generator=gen)
-                nt = self._density(new)
-                yield nt.cpu().numpy()
+                nt = density(new)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]
+                out = nt.cpu().numpy()
+            yield out

@@ -32,7 +32,7 @@ from ..errors import DatasetError, InvalidInput
 from ..ldm.losses import scaled_jsd
 from ..sync.prior import PriorEvaluator, RadialPrior, fit_radial_prior
 from ..sync.symmetry import symmetry_ops
-from .config import GldmTrainConfig
+from .config import GldmTrainConfig, check_train_config
 from .model import GridLDM
 from .nets import latent_grid
 
@@ -63,6 +63,8 @@ class Trajectories:
         self.nt = torch.as_tensor(np.asarray(nt, np.float32))
         self.positions = np.asarray(positions, np.float64)
         self.traj = np.asarray(traj)
+        #: frames that are never a training example's target or history
+        self.val = np.zeros(0, np.int64)
         #: volume element, Angstrom^3
         self.dV = abs(float(np.linalg.det(cell))) / float(np.prod(self.nt.shape[1:]))
         ev = PriorEvaluator(prior, numbers, cell, tuple(self.nt.shape[1:]))
@@ -73,12 +75,16 @@ class Trajectories:
     def __len__(self) -> int:
         return len(self.nt)
 
-    def neighbour(self, g: np.ndarray, j: int, reverse: np.ndarray) -> np.ndarray:
-        """Index of the frame ``j`` steps before ``g`` (after it where ``reverse``), or -1 outside its trajectory."""
+    def neighbour(self, g: np.ndarray, j: int, reverse: np.ndarray, hidden: np.ndarray | None = None) -> np.ndarray:
+        """Index of the frame ``j`` steps before ``g`` (after it where ``reverse``), or -1 outside its
+        trajectory or among the ``hidden`` frames (T,) bool."""
         h = np.where(reverse, g + j, g - j)
         ok = (h >= 0) & (h < len(self))
         h = np.where(ok, h, 0)
-        return np.where(ok & (self.traj[h] == self.traj[g]), h, -1)
+        ok = ok & (self.traj[h] == self.traj[g])
+        if hidden is not None:
+            ok = ok & ~hidden[h]
+        return np.where(ok, h, -1)
 
 
 def _read(path: str | os.PathLike, stop: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -126,9 +132,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
             raise InvalidInput(f"{run}: resume with the run's own extra trajectories ({stored.get('extra_data', [])})")
         extra_data = stored.get("extra_data", [])
     extra_data = [str(x) for x in extra_data]
-    for name in ("ae_epochs", "ae_batch", "denoiser_steps", "denoiser_batch", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
-            raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    check_train_config(cfg)
     device = resolve_device(cfg.device)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -156,6 +160,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     data = Trajectories(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                         np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]), prior, numbers, cell)
     val = np.arange(n_fit, n_train)
+    data.val = val
     fit = np.setdiff1d(np.arange(len(data)), val)
     electrons_per_atom = float(data.nt[fit].double().sum((1, 2, 3)).mean()) * abs(np.linalg.det(cell)) / \
         np.prod(attrs["grid"]) / len(numbers)
@@ -174,7 +179,8 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         "grid": list(attrs["grid"]), "cell": cell.tolist(), "numbers": np.asarray(numbers).tolist(),
         "grid_spacing": (np.linalg.norm(cell, axis=1) / np.array(attrs["grid"])).tolist(),
         "timestep_fs": attrs["timestep_fs"], "electrons_per_atom": electrons_per_atom,
-        "train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
+        "train_frames": [0, n_fit], "val_frames": [n_fit, n_train], "test_frames": [n_train, n_frames],
+        "dataset": {"path": str(data_path), "frames": n_frames},
         "extra_data": [{"path": p, "frames": len(x[0])} for p, x in zip(extra_data, parts[1:])],
         "train_config": asdict(cfg),
     }
@@ -199,7 +205,8 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
 
         steps_ae = E * math.ceil(len(fit) / cfg.ae_batch)
         bar = tqdm(total=steps_ae + cfg.denoiser_steps, desc="train-gldm", unit="step")
-        bar.update(min(done, E) * math.ceil(len(fit) / cfg.ae_batch) + max(0, done - E) * cfg.checkpoint_every)
+        bar.update(min(done, E) * math.ceil(len(fit) / cfg.ae_batch)
+                   + min(cfg.denoiser_steps, max(0, done - E) * cfg.checkpoint_every))
 
     # -- stage 1: the autoencoder ----------------------------------------------------------------
     ae = model.autoencoder
@@ -301,8 +308,10 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
                    "loss": loss_sum / nb, "seconds": time.perf_counter() - t0,
                    **_one_step_errors(model, data, u, prior_dev, val, device, electrons_per_atom, len(numbers))}
             if step == cfg.denoiser_steps:
-                meta_base["spread_scale"] = {str(h): _calibrate(model, data, u, prior_dev, val, device, cfg.seed, h)
-                                             for h in range(H + 1)}
+                electrons = electrons_per_atom * len(numbers)
+                meta_base["spread_scale"] = {str(h): _calibrate(model, data, u, prior_dev, val, device, cfg.seed, h,
+                                                                electrons) for h in range(H + 1)}
+                meta_base["spread_sampler"] = SPREAD_SAMPLER
                 rec["spread_scale"] = meta_base["spread_scale"]
             log.info("denoiser step %d: %s", step, rec)
             history.append(rec)
@@ -346,7 +355,9 @@ def _batch(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Ten
     """A training batch: targets g, history in or against time, modes drawn at random."""
     H = model.history
     reverse = rng.random(len(g)) < 0.5
-    hist = np.stack([data.neighbour(g, j, reverse) for j in range(1, H + 1)], 1)  # (B, H)
+    hidden = np.zeros(len(data), bool)
+    hidden[data.val] = True
+    hist = np.stack([data.neighbour(g, j, reverse, hidden) for j in range(1, H + 1)], 1)  # (B, H)
     drop = rng.random(len(g)) < cfg.drop_history
     hist[drop] = -1
     # partial histories: keep only the first h entries (h drawn) so every length is trained
@@ -409,8 +420,12 @@ def _one_step_errors(model: GridLDM, data: Trajectories, u: torch.Tensor, prior:
     return out
 
 
+#: the sampler the spread is calibrated with (and that :meth:`GridLDMPredictor.predict_samples` uses)
+SPREAD_SAMPLER = {"sampler": "ddim", "steps": 10, "eta": 1.0}
+
+
 def _calibrate(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, frames: np.ndarray,
-               device: torch.device, seed: int, history: int, samples: int = 8) -> float:
+               device: torch.device, seed: int, history: int, electrons: float, samples: int = 8) -> float:
     """The factor that makes the spread of ``samples`` few-step samples (with ``history`` past
     steps) match the mean-mode error on the validation frames on average (spread-skill ratio 1)."""
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -418,9 +433,11 @@ def _calibrate(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch
     with torch.no_grad():
         for g in frames[:: max(1, len(frames) // 24)]:
             cond = _condition(model, data, u, prior, np.array([g]), history, True, device)
-            mean = model.decode(model.generate(*cond, mode="mean"))
+            mean = _renormalize(model.decode(model.generate(*cond, mode="mean")), electrons, data.dV)
             rep = tuple(c.expand(samples, *c.shape[1:]) for c in cond)
-            s = model.decode(model.generate(*rep, mode="ddim", n_steps=10, generator=gen))
+            s = model.generate(*rep, mode=SPREAD_SAMPLER["sampler"], n_steps=SPREAD_SAMPLER["steps"],
+                               eta=SPREAD_SAMPLER["eta"], generator=gen)
+            s = _renormalize(model.decode(s), electrons, data.dV)
             spreads.append(float(s.std(0).abs().sum() / mean.abs().sum()))
             errors.append(float(relative_l1(mean, data.nt[[g]].to(device))))
     return float(np.mean(errors) / max(np.mean(spreads), 1e-12))

@@ -60,6 +60,8 @@ def _check_fits(sur: DensityModel, ds: DensityDataset, init: str | os.PathLike, 
         raise ModelMismatch(f"{init}: species differ from the model's training system")
     if np.abs(ds.cell(i) - sur.cell).max() > 1e-4:
         raise ModelMismatch(f"{init}: cell differs from the model's training cell")
+    if sur.timestep_fs is None:
+        raise ModelMismatch(f"{getattr(sur, 'name', 'the model')} has no time step; it cannot roll out in time")
     if abs(ds.frame_interval_fs - sur.timestep_fs) > 1e-6:
         raise ModelMismatch(f"{init}: frames every {ds.frame_interval_fs} fs, the model steps {sur.timestep_fs} fs")
 

@@ -86,7 +86,7 @@ def spread_skill(model, ds, frames, history: int, samples: int) -> dict:
 
 
 def rollout(model_path: str, data: str, start: int, stop: int, steps: int, out: Path, floor: str | None,
-            sampler_steps: int, seed: int) -> dict:
+            sampler_steps: int, seed: int, label: str = "rollout") -> dict:
     from ase_ldm.analysis.evaluate import evaluate
     from ase_ldm.data import open_dataset, write_frames
     from ase_ldm.ldm.rollout import rollout_to_datasets
@@ -101,14 +101,14 @@ def rollout(model_path: str, data: str, start: int, stop: int, steps: int, out: 
         m = evaluate(floor, test, None, plots=False)
         res["floor"] = {"jsd_histogram": m["jsd_histogram"], "sk_rel_error": m["sk_rel_error"],
                         "sk_rel_error_bands": m["sk_rel_error_bands"], "dynamics": m["dynamics_pred"]}
-    path = out / "rollout.h5"
+    path = out / f"{label}.h5"
     t0 = time.perf_counter()
     rollout_to_datasets(model_path, data, start, steps, path, sampler="ddim", n_steps=sampler_steps, seed=seed,
                         overwrite=True, device="cpu")
     seconds = time.perf_counter() - t0
-    m = evaluate(path, test, out / "report", plots=True, max_lag=50)
+    m = evaluate(path, test, out / f"report_{label}", plots=True, max_lag=50)
     dyn = m["dynamics_pred"]
-    res["rollout"] = {"steps": steps, "seconds": seconds, "jsd_histogram": m["jsd_histogram"],
+    res[label] = {"steps": steps, "seconds": seconds, "jsd_histogram": m["jsd_histogram"],
                       "sk_rel_error": m["sk_rel_error"], "sk_rel_error_bands": m["sk_rel_error_bands"],
                       "electron_count_range": m["electron_count_range_pred"], "dynamics": dyn,
                       "dynamics_ref": m["dynamics_ref"]}
@@ -155,6 +155,11 @@ def main() -> None:
     ap.add_argument("--sync", help="a synchronised model for the side-by-side errors")
     ap.add_argument("--unseen", action="append", default=[], help="recordings no model saw (e.g. 1200 K)")
     ap.add_argument("--floor", help="an independent AIMD trajectory of the same system")
+    ap.add_argument("--transfer", action="append", default=[],
+                    help="a recording of a larger cell with the same grid spacing (e.g. Li54): one-step and "
+                         "atoms-only errors on all its frames, beside --sync's")
+    ap.add_argument("--paper", help="the paper's model, rolled out beside (e.g. li16-800K-paper)")
+    ap.add_argument("--paper-sampler-steps", type=int, default=20)
     ap.add_argument("--sections", default="recon,errors,spread,rollout,speed")
     ap.add_argument("--every", type=int, default=1, help="every n-th test frame for errors")
     ap.add_argument("--spread-every", type=int, default=5)
@@ -215,12 +220,31 @@ def main() -> None:
                                        "spread_skill": float(sp.mean() / er.mean())}
                 print("spread pooled", h, out[f"pooled_h{h}"])
             res["spread"] = out
+        if "transfer" in sections:
+            out = {}
+            for path_t in args.transfer:
+                with open_dataset(path_t) as dt:
+                    frames = list(range(model.history, len(dt)))
+                    e = {"frames": len(frames), "grid": list(dt.grid)}
+                    for h in (model.history, 0):
+                        e[f"history_{h}"] = float(one_step(model, dt, frames, h).mean())
+                    if args.sync:
+                        sync = load(args.sync, device="cpu")
+                        for h in (sync.history, 0):
+                            fr = [t for t in frames if t >= h]
+                            e[f"sync_history_{h}"] = float(one_step(sync, dt, fr, h).mean())
+                out[Path(path_t).stem] = e
+                print("transfer", Path(path_t).stem, e)
+            res["transfer"] = out
         if "speed" in sections:
             res["speed"] = speed(model, ds, start, 20, args.gpaw_steps)
             print("speed", res["speed"])
     if "rollout" in sections:
         res["rollout"] = rollout(args.model, args.data, start, n, args.rollout_steps, Path(args.out), args.floor,
                                  args.sampler_steps, args.seed)
+        if args.paper:
+            res["rollout"].update(rollout(args.paper, args.data, start, n, args.rollout_steps, Path(args.out), None,
+                                          args.paper_sampler_steps, args.seed, label="paper"))
         print("rollout", {k: {kk: vv for kk, vv in v.items() if "dynamics" not in kk} for k, v in res["rollout"].items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))

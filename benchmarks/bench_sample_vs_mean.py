@@ -4,7 +4,7 @@ The converged density of a step is one definite function of the atomic positions
 Oppenheimer), so a guess is scored by its distance to that one density. For any predictive
 distribution, E|x - n|^2 = |E[x] - n|^2 + tr Cov[x]: a sample is on average further from n than
 the distribution's mean, by its spread. This script measures it with the paper's generative
-model (``li16-800K``, DDPM at its calibrated temperature): for held-out frames it draws K
+model (``li16-800K-paper``, DDPM at its calibrated temperature): for held-out frames it draws K
 one-step samples from the true previous two frames and compares the relative L1 and L2 errors
 of a single sample, of the mean of the K samples, and of deterministic DDIM.
 
@@ -26,7 +26,7 @@ from ase_ldm.data import open_dataset
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="li16-800K")
+    ap.add_argument("--model", default="li16-800K-paper")
     ap.add_argument("--data", required=True)
     ap.add_argument("--start", type=int, default=600)
     ap.add_argument("--frames", type=int, default=20)

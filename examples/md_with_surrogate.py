@@ -2,8 +2,10 @@
 
 The DensityCalculator wraps GPAW (energy, forces) and a trained density model; an observer
 attached to the dynamics pulls one density per step and writes it as a cube file, and the
-calculator records all of them as a dataset. The model is synchronised from GPAW's density
-at the first step and every --resync steps.
+calculator records all of them as a dataset. The shipped li16-800K (grid-latent diffusion)
+serves the mean density of each step's atoms, with its uncertainty when --samples K is given;
+a model that needs history (li16-800K-paper) is synchronised from GPAW's density at the first
+step and every --resync steps.
 
     python examples/md_with_surrogate.py [--model li16-800K] [--atoms 16] [--ecut 300] [--steps 5]
 """
@@ -30,6 +32,7 @@ def main() -> None:
     p.add_argument("--ecut", type=float, default=300.0)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--resync", type=int, default=0, help="resynchronise from GPAW every N model steps")
+    p.add_argument("--samples", type=int, default=0, help="samples per step for the density uncertainty (0: none)")
     p.add_argument("--out", default="md-surrogate-output")
     args = p.parse_args()
     out = Path(args.out)
@@ -39,15 +42,16 @@ def main() -> None:
     atoms.rattle(0.1, seed=1)
     thermalize_momenta(atoms, 800, rng=np.random.default_rng(0))
     calc = DensityCalculator(args.model, calc=make_gpaw(AIMDSettings(ecut=args.ecut)),
-                             resync_every=args.resync, record=str(out / "predicted.h5"))
+                             resync_every=args.resync, samples=args.samples, record=str(out / "predicted.h5"))
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, calc.model.timestep_fs * units.fs)
 
     def pull_density() -> None:
         n = calc.get_pseudo_density()  # e/Angstrom^3, shape of the model's grid
         write_cube(out / f"density_{dyn.nsteps:04d}.cube", atoms, n)
+        spread = f"  uncertainty {calc.get_density_uncertainty():.2%}" if args.samples else ""
         print(f"step {dyn.nsteps:3d}  E = {atoms.get_potential_energy():.4f} eV  "
-              f"electrons(nt) = {n.sum() * atoms.get_volume() / n.size:.4f}", flush=True)
+              f"electrons(nt) = {n.sum() * atoms.get_volume() / n.size:.4f}{spread}", flush=True)
 
     dyn.attach(pull_density, interval=1)
     dyn.run(args.steps)

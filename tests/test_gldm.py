@@ -234,3 +234,28 @@ def test_modes_without_information_are_refused(trained_gldm, recorded_long):
     assert model.predict_samples(None, f.numbers, f.cell, grid, 2, seed=0).spread > 0
     with pytest.raises(InvalidInput, match="samples must be a positive integer"):
         model.rollout(f.nt_sR[0], f.nt_sR[0], 2, samples=0)
+
+
+def test_a_denoiser_on_another_runs_autoencoder(recorded_long, trained_gldm, tmp_path):
+    """init_autoencoder: the second run keeps the first one's autoencoder and trains only the denoiser."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.gldm.config import GridDenoiserConfig
+    from ase_ldm.gldm.training import train_gldm
+
+    run, _ = trained_gldm
+    cfg = tiny_gldm_config()
+    prev = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, denoiser=dataclasses.replace(cfg.model.denoiser, base="previous")))
+    out = train_gldm(recorded_long, tmp_path / "b", prev, progress=False, init_autoencoder=run)
+    assert [r["stage"] for r in out["history"]] == ["denoiser"] * 3
+    a = load_file(str(next(run.glob("weights-*.safetensors"))))
+    b = load_file(str(next((tmp_path / "b").glob("weights-*.safetensors"))))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("autoencoder."))
+    assert not torch.equal(a["denoiser.out.weight"], b["denoiser.out.weight"])
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, denoiser=GridDenoiserConfig(base="cubic")))
+    with pytest.raises(InvalidInput, match="denoiser.base"):
+        train_gldm(recorded_long, tmp_path / "c", other, progress=False, init_autoencoder=run)

@@ -53,8 +53,10 @@ def test_pretrained_sync_model_is_a_provider_with_cold_start():
 
     prov = make_provider("li16-800K-sync")
     assert isinstance(prov, ModelProvider) and prov.cold_start
-    ldm = make_provider("li16-800K")
+    ldm = make_provider("li16-800K-paper")
     assert isinstance(ldm, ModelProvider) and not ldm.cold_start  # needs two densities first
+    gldm = make_provider("li16-800K")  # the grid-latent model: from the atoms alone
+    assert isinstance(gldm, ModelProvider) and gldm.cold_start
 
 
 def test_both_families_serve_through_the_same_calls(trained, trained_sync, synthetic_long):

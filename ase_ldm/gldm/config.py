@@ -50,6 +50,10 @@ class GridDenoiserConfig:
         latent is zero and the network returns its estimate of the conditional mean.
     embedding_dim : int
         Size of the sinusoidal embedding of the diffusion level.
+    base : str
+        What the network corrects when history is present: 'linear', the latent extrapolated
+        linearly from the last two latents (2 z_{t-1} - z_{t-2}; the last latent when only one
+        exists), or 'previous', the last latent. With neither, it predicts the latent outright.
     """
 
     channels: int = 32
@@ -57,6 +61,7 @@ class GridDenoiserConfig:
     history: int = 2
     steps: int = 200
     embedding_dim: int = 32
+    base: str = "linear"
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ def check_model_config(cfg: GldmConfig) -> None:
             raise InvalidInput(f"{name} must be at least {low}, got {value}")
     if dn.embedding_dim % 2:
         raise InvalidInput(f"denoiser.embedding_dim must be even (sines and cosines), got {dn.embedding_dim}")
+    if dn.base not in ("linear", "previous"):
+        raise InvalidInput(f"denoiser.base must be 'linear' or 'previous', got {dn.base!r}")
     if not dn.dilations or min(dn.dilations) < 1:
         raise InvalidInput(f"denoiser.dilations must be positive integers, got {list(dn.dilations)}")
 

@@ -19,7 +19,7 @@ from .config import GldmConfig
 from .diffusion import CosineSchedule, ddim_sample, ddpm_sample, mean_estimate
 from .nets import GridAutoencoder, GridDenoiser
 
-__all__ = ["GridLDM"]
+__all__ = ["GridLDM", "served_density"]
 
 
 class ConditionEncoder(nn.Module):
@@ -123,3 +123,13 @@ class GridLDM(nn.Module):
             return ddim_sample(denoise, self.schedule, shape, n_steps, eta=eta, generator=generator,
                                device=past.device)
         raise ValueError(f"unknown generation mode {mode!r}; use mean, ddpm or ddim")
+
+
+def served_density(nt: torch.Tensor, band: torch.Tensor | None, electrons: float, dV: float) -> torch.Tensor:
+    """Decoded densities (B, N1, N2, N3) e/A^3 as served: projected onto the plane waves the data
+    contain (``band``, an rfft half-grid mask; the patch decoder's seams lie outside it), kept
+    positive, scaled to ``electrons`` (dV: volume element, A^3)."""
+    if band is not None:
+        nt = torch.fft.irfftn(torch.fft.rfftn(nt, dim=(-3, -2, -1)) * band, s=nt.shape[-3:], dim=(-3, -2, -1))
+        nt = nt.clamp(min=1e-6)
+    return nt * (electrons / (nt.sum((-3, -2, -1), keepdim=True) * dV))

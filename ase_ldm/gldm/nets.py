@@ -113,7 +113,8 @@ class GridDenoiser(nn.Module):
       steps' atoms (zero where absent);
     - ``flags`` (H + 1): 1 where a past latent exists, last: 1 where the atoms are known.
 
-    The output is the newest past latent (when present) plus the network's correction.
+    The output is the network's correction of a base: with history, the newest past latent or
+    (``base`` 'linear', two past latents) its linear extrapolation; else zero.
     """
 
     def __init__(self, cfg: GridDenoiserConfig, latent_channels: int) -> None:
@@ -144,5 +145,8 @@ class GridDenoiser(nn.Module):
         emb = self.embed(level_embedding(k, self.levels, self.cfg.embedding_dim))
         for block in self.blocks:
             h = block(h, emb)
-        base = past[:, : self.latent_channels] * flags[:, :1, None, None, None]
+        C = self.latent_channels
+        base = past[:, :C] * flags[:, :1, None, None, None]
+        if self.cfg.base == "linear" and self.cfg.history >= 2:
+            base = base + (past[:, :C] - past[:, C:2 * C]) * (flags[:, :1] * flags[:, 1:2])[:, :, None, None, None]
         return base + self.out(F.silu(h))

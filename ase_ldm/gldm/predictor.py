@@ -30,11 +30,12 @@ import torch
 from ..core.cells import check_cell, checked_history, grid_for
 from ..core.checkpoint import build_model
 from ..core.config import from_dict
+from ..core.fourier import band_mask
 from ..core.device import resolve_device
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
 from .config import GldmConfig, check_model_config
-from .model import GridLDM
+from .model import GridLDM, served_density
 from .nets import latent_grid
 from .training import SPREAD_SAMPLER
 
@@ -170,6 +171,9 @@ class GridLDMPredictor:
         self._evaluator = PriorEvaluator(self.prior, numbers, cell, tuple(grid)).to(self.device)
         self._natoms = len(numbers)
         self._dV = abs(float(np.linalg.det(np.asarray(cell, float)))) / float(np.prod(grid))
+        g_max = self.meta.get("band_limit")
+        self._band = None if g_max is None else torch.as_tensor(
+            band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
         self._setup = key
         self._past.clear()
 
@@ -216,8 +220,7 @@ class GridLDMPredictor:
         return tuple(c.expand(batch, *c.shape[1:]) for c in cond)
 
     def _density(self, u: torch.Tensor) -> torch.Tensor:
-        nt = self.model.decode(u)
-        return nt * (self.electrons_per_atom * self._natoms / (nt.sum((-3, -2, -1), keepdim=True) * self._dV))
+        return served_density(self.model.decode(u), self._band, self.electrons_per_atom * self._natoms, self._dV)
 
     @torch.inference_mode()
     def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int],
@@ -290,11 +293,13 @@ class GridLDMPredictor:
                  seed: int, mode: str) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        natoms, dV = len(self.numbers), abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
+        g_max = self.meta.get("band_limit")
+        band = None if g_max is None else torch.as_tensor(band_mask(self.cell, n.shape, float(g_max)), device=self.device)
+        electrons = self.electrons_per_atom * len(self.numbers)
+        dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 
         def density(u: torch.Tensor) -> torch.Tensor:
-            nt = self.model.decode(u)
-            return nt * (self.electrons_per_atom * natoms / (nt.sum((-3, -2, -1), keepdim=True) * dV))
+            return served_density(self.model.decode(u), band, electrons, dV)
 
         with torch.inference_mode():
             start = self.model.encode(torch.as_tensor(np.stack([n, n_prev]), device=self.device))

@@ -27,13 +27,15 @@ import torch
 
 from ..core.checkpoint import load_train_state, load_weights, read_meta
 from ..core.device import resolve_device
+from ..core.fourier import band_mask
 from ..core.runs import open_run, save_run_config, write_checkpoint
 from ..errors import DatasetError, InvalidInput
 from ..ldm.losses import scaled_jsd
-from ..sync.prior import PriorEvaluator, RadialPrior, fit_radial_prior
+from ..sync.prior import PriorEvaluator, RadialPrior, band_limit, fit_radial_prior
 from ..sync.symmetry import symmetry_ops
-from .config import GldmTrainConfig, check_train_config
-from .model import GridLDM
+from ..core.config import from_dict
+from .config import GldmConfig, GldmTrainConfig, check_train_config
+from .model import GridLDM, served_density
 from .nets import latent_grid
 
 __all__ = ["GLDM_KIND", "Trajectories", "train_gldm", "relative_l1"]
@@ -65,6 +67,8 @@ class Trajectories:
         self.traj = np.asarray(traj)
         #: frames that are never a training example's target or history
         self.val = np.zeros(0, np.int64)
+        #: the plane waves a served density keeps (rfft half-grid mask), or None
+        self.band: torch.Tensor | None = None
         #: volume element, Angstrom^3
         self.dV = abs(float(np.linalg.det(cell))) / float(np.prod(self.nt.shape[1:]))
         ev = PriorEvaluator(prior, numbers, cell, tuple(self.nt.shape[1:]))
@@ -109,7 +113,7 @@ def _split(n: int, cfg: GldmTrainConfig) -> tuple[int, int]:
 
 def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: GldmTrainConfig | None = None, *,
                resume: bool = False, progress: bool = True, extra_data: Sequence[str | os.PathLike] = (),
-               stop_after: int | None = None) -> dict[str, Any]:
+               stop_after: int | None = None, init_autoencoder: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a grid-latent diffusion model.
 
     Parameters
@@ -120,6 +124,8 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     extra_data : more trajectories of the same system (all frames train).
     stop_after : end this call after writing this many checkpoints (for time-limited jobs);
         ``resume`` continues on the same schedule as an uninterrupted run.
+    init_autoencoder : a run directory (or shipped name) of this family whose trained autoencoder
+        (and prior) this new run takes over, frozen: only the denoiser stage runs.
 
     Returns
     -------
@@ -153,8 +159,25 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
             raise DatasetError(f"{path}: frames {a['timestep_fs']} fs apart, not {attrs['timestep_fs']} fs")
         parts.append((nt_e, pos_e))
     numbers, cell = attrs["numbers"], np.asarray(attrs["cell"], float)
+    source = None
+    if init_autoencoder is not None:
+        if resume:
+            raise InvalidInput("init_autoencoder starts a new run; resume without it")
+        from ..core.registry import model_dir
+
+        source = model_dir(init_autoencoder)
+        src_meta = read_meta(source)
+        if src_meta.get("kind") != GLDM_KIND:
+            raise InvalidInput(f"{init_autoencoder} is not a grid-latent diffusion run")
+        if from_dict(GldmConfig, src_meta["gldm_config"]).autoencoder != cfg.model.autoencoder:
+            raise InvalidInput(f"{init_autoencoder}'s autoencoder settings differ from this config's; use the same "
+                               "autoencoder block")
+        if int(src_meta["epoch"]) < cfg.ae_epochs:
+            raise InvalidInput(f"{init_autoencoder} has not finished its autoencoder stage")
     if resume:
         prior = RadialPrior.from_dict(read_meta(run)["prior"])
+    elif source is not None:
+        prior = RadialPrior.from_dict(src_meta["prior"])
     else:
         prior = fit_radial_prior(((pos0[i], nt0[i]) for i in range(0, n_fit, 2)), numbers, cell)
     data = Trajectories(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
@@ -181,9 +204,11 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         "timestep_fs": attrs["timestep_fs"], "electrons_per_atom": electrons_per_atom,
         "train_frames": [0, n_fit], "val_frames": [n_fit, n_train], "test_frames": [n_train, n_frames],
         "dataset": {"path": str(data_path), "frames": n_frames},
+        "band_limit": band_limit((nt0[i] for i in range(0, n_fit, max(1, n_fit // 20))), cell),
         "extra_data": [{"path": p, "frames": len(x[0])} for p, x in zip(extra_data, parts[1:])],
         "train_config": asdict(cfg),
     }
+    data.band = torch.as_tensor(band_mask(cell, tuple(attrs["grid"]), meta_base["band_limit"]), device=device)
     history: list[dict[str, Any]] = []
     budget = [math.inf if stop_after is None else int(stop_after)]
     done = 0
@@ -198,6 +223,15 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         log.info("resuming %s at checkpoint %d", run, done)
     else:
         save_run_config(run, cfg, data_path, {"extra_data": extra_data})
+    if source is not None:  # the trained autoencoder and the transforms; the denoiser starts afresh
+        from safetensors.torch import load_file
+
+        theirs = load_file(str(source / src_meta["files"]["weights"]))
+        keep = {k: v for k, v in theirs.items() if k.startswith("autoencoder.") or k in ("log_mu", "log_sigma")}
+        model.load_state_dict(keep, strict=False)
+        model.to(device)
+        meta_base["autoencoder_from"] = str(init_autoencoder)
+        done = E
 
     bar = None
     if progress:
@@ -397,10 +431,6 @@ def _condition(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch
     return model.condition_tensors(u[hi], priors, torch.as_tensor(hist >= 0, device=device), has_atoms)
 
 
-def _renormalize(nt: torch.Tensor, electrons: float, dV: float) -> torch.Tensor:
-    return nt * (electrons / (nt.sum((-3, -2, -1), keepdim=True) * dV))
-
-
 def _one_step_errors(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, frames: np.ndarray,
                      device: torch.device, electrons_per_atom: float, natoms: int) -> dict[str, float]:
     """Mean-mode relative L1 of nt on ``frames``: with the full history, from the atoms alone, and
@@ -414,7 +444,7 @@ def _one_step_errors(model: GridLDM, data: Trajectories, u: torch.Tensor, prior:
                 g = frames[i:i + 16]
                 cond = _condition(model, data, u, prior, g, h, atoms, device)
                 nt = model.decode(model.generate(*cond, mode="mean"))
-                nt = _renormalize(nt, electrons_per_atom * natoms, data.dV)
+                nt = served_density(nt, data.band, electrons_per_atom * natoms, data.dV)
                 errs.append(relative_l1(nt, data.nt[g].to(device)))
             out[name] = float(torch.cat(errs).mean())
     return out
@@ -433,11 +463,11 @@ def _calibrate(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch
     with torch.no_grad():
         for g in frames[:: max(1, len(frames) // 24)]:
             cond = _condition(model, data, u, prior, np.array([g]), history, True, device)
-            mean = _renormalize(model.decode(model.generate(*cond, mode="mean")), electrons, data.dV)
+            mean = served_density(model.decode(model.generate(*cond, mode="mean")), data.band, electrons, data.dV)
             rep = tuple(c.expand(samples, *c.shape[1:]) for c in cond)
             s = model.generate(*rep, mode=SPREAD_SAMPLER["sampler"], n_steps=SPREAD_SAMPLER["steps"],
                                eta=SPREAD_SAMPLER["eta"], generator=gen)
-            s = _renormalize(model.decode(s), electrons, data.dV)
+            s = served_density(model.decode(s), data.band, electrons, data.dV)
             spreads.append(float(s.std(0).abs().sum() / mean.abs().sum()))
             errors.append(float(relative_l1(mean, data.nt[[g]].to(device))))
     return float(np.mean(errors) / max(np.mean(spreads), 1e-12))

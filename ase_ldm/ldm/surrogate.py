@@ -2,7 +2,7 @@
 
 Example::
 
-    sur = ase_ldm.load("li16-800K")        # a pretrained name or a run directory
+    sur = ase_ldm.load("li16-800K-paper")  # a pretrained name or a run directory
     z = sur.encode(n_prev, n)              # densities (N1, N2, N3) in e/Angstrom^3 -> latent
     for n_next in sur.rollout(n_prev, n, steps=100, seed=0):
         ...                                # (samples, N1, N2, N3) densities, e/Angstrom^3

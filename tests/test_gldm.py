@@ -259,3 +259,25 @@ def test_a_denoiser_on_another_runs_autoencoder(recorded_long, trained_gldm, tmp
     other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, denoiser=GridDenoiserConfig(base="cubic")))
     with pytest.raises(InvalidInput, match="denoiser.base"):
         train_gldm(recorded_long, tmp_path / "c", other, progress=False, init_autoencoder=run)
+
+
+def test_symmetry_average_and_spread_calibration(trained_gldm, recorded_long, tmp_path):
+    import shutil
+
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import ModelMismatch
+    from ase_ldm.gldm.calibration import calibrate_spread
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_gldm[0], run)
+    with open_dataset(recorded_long) as ds:
+        f, grid = ds.frame(12), ds.grid
+    plain = load(run, device="cpu", max_history=0).predict(f.positions, f.numbers, f.cell, grid)[0]
+    avg = load(run, device="cpu", max_history=0, symmetry_average=4).predict(f.positions, f.numbers, f.cell, grid)[0]
+    assert not np.allclose(avg, plain) and np.abs(avg - plain).sum() / plain.sum() < 0.5
+    with pytest.raises(ModelMismatch, match="symmetry operations"):
+        load(run, device="cpu", symmetry_average=1000).predict(f.positions, f.numbers, f.cell, grid)
+    out = calibrate_spread(run, recorded_long, samples=3, write=True)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["spread_scale"] == out["spread_scale"] and set(out["spread_scale"]) == {"0", "1", "2"}
+    assert all(v > 0 for v in out["spread_scale"].values())

@@ -6,8 +6,9 @@ Modes of one trained network (:class:`GridLDMPredictor`):
   estimate of the conditional mean of the next density given the observed past (up to
   ``max_history`` steps) and the atoms of the step; with no history, from the atoms alone.
   Deterministic; what calculators and SCF guesses use.
-- **samples** (:meth:`~GridLDMPredictor.predict_samples`): K seedable DDPM or few-step DDIM
-  samples; their per-voxel standard deviation measures the model's uncertainty (the spread).
+- **samples** (:meth:`~GridLDMPredictor.predict_samples`): K seedable few-step DDIM samples, each
+  in a frame turned by a random operation of the cell; their per-voxel standard deviation,
+  calibrated (:mod:`ase_ldm.gldm.calibration`), measures the model's uncertainty (the spread).
 - **autonomous rollout** (:meth:`~GridLDMPredictor.rollout`): the paper's mode, no atoms: each
   step is generated from the model's own past latents.
 
@@ -34,14 +35,16 @@ from ..core.fourier import band_mask
 from ..core.device import resolve_device
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
+from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
-from .training import SPREAD_SAMPLER
 
 __all__ = ["GridLDMPredictor", "Samples"]
 
 SAMPLERS = ("ddim", "ddpm")
+#: the sampler the spread is calibrated with and :meth:`GridLDMPredictor.predict_samples` uses
+SPREAD_SAMPLER = {"sampler": "ddim", "steps": 10, "eta": 1.0}
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class GridLDMPredictor:
     min_history = 0
     predicts_D = False
 
-    def __init__(self, model: GridLDM, prior: RadialPrior, meta: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, model: GridLDM, prior: RadialPrior, meta: dict[str, Any], device: torch.device,
+                 symmetry_average: int = 1) -> None:
         self.model = model.to(device).eval()
         self.prior = prior
         self.meta = meta
@@ -86,6 +90,11 @@ class GridLDMPredictor:
         self.numbers = np.asarray(meta["numbers"], int)
         self._max_history = self.history
         self.electrons_per_atom = float(meta["electrons_per_atom"])
+        if isinstance(symmetry_average, bool) or not isinstance(symmetry_average, (int, np.integer)) \
+                or symmetry_average < 1:
+            raise InvalidInput(f"symmetry_average must be a positive integer, got {symmetry_average!r}")
+        #: average the mean over this many of the cell's operations (1: none; at most all of them)
+        self.symmetry_average = int(symmetry_average)
         self.spread_scale = {int(k): float(v) for k, v in (meta.get("spread_scale") or {}).items()}
         #: the sampler of :meth:`predict_samples`: the one the spread was calibrated with
         self.spread_sampler = dict(meta.get("spread_sampler") or SPREAD_SAMPLER)
@@ -94,23 +103,26 @@ class GridLDMPredictor:
         self._gen = torch.Generator(device=device).manual_seed(0)
         self._setup: tuple | None = None
         self._evaluator: PriorEvaluator | None = None
-        self._past: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.history)
+        #: observed steps, newest first: (latent, prior, nt, positions)
+        self._past: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = deque(maxlen=self.history)
+        self._ops: list[SymmetryOp] = []
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike, device: str = "auto",
-             max_history: int | None = None) -> GridLDMPredictor:
+    def load(cls, name_or_path: str | os.PathLike, device: str = "auto", max_history: int | None = None,
+             symmetry_average: int = 1) -> GridLDMPredictor:
         """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`)."""
         from ..core.registry import load
 
-        return load(name_or_path, device, max_history=max_history, expect=cls)
+        return load(name_or_path, device, max_history=max_history, expect=cls, symmetry_average=symmetry_average)
 
     @classmethod
     def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", **options: Any
                         ) -> GridLDMPredictor:
         """The registry's loader: build the networks described by ``meta`` and load the weights."""
-        if options:
-            raise InvalidInput(f"the grid-latent diffusion model takes no options, got {sorted(options)}")
+        unknown = set(options) - {"symmetry_average"}
+        if unknown:
+            raise InvalidInput(f"the grid-latent diffusion model takes the option symmetry_average, not {sorted(unknown)}")
         for key in ("gldm_config", "prior", "grid_spacing", "electrons_per_atom"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
@@ -128,7 +140,7 @@ class GridLDMPredictor:
         if not ok:
             raise CheckpointError(f"{run}/model.json describes an impossible model; the file is damaged")
         model = build_model(run, meta, lambda: GridLDM(cfg))
-        return cls(model, prior, meta, resolve_device(device))
+        return cls(model, prior, meta, resolve_device(device), options.get("symmetry_average", 1))
 
     # -- the registry's protocol -------------------------------------------------------------
     @property
@@ -174,6 +186,12 @@ class GridLDMPredictor:
         g_max = self.meta.get("band_limit")
         self._band = None if g_max is None else torch.as_tensor(
             band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
+        self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
+        if self.symmetry_average > len(self._ops):
+            raise ModelMismatch(f"the cell has {len(self._ops)} symmetry operations of its grid; symmetry_average="
+                                f"{self.symmetry_average} needs that many")
+        self._inv_cell = np.linalg.inv(np.asarray(cell, float))
+        self._cell = np.asarray(cell, float)
         self._setup = key
         self._past.clear()
 
@@ -193,8 +211,9 @@ class GridLDMPredictor:
         self._prepare(numbers, cell, nt_R.shape)
         if not np.all(np.isfinite(nt_R)):
             raise InvalidInput("the observed density has non-finite values")
-        u = self.model.encode(torch.as_tensor(nt_R, dtype=torch.float32, device=self.device)[None])[0]
-        self._past.appendleft((u, self._prior(positions)))
+        nt = torch.as_tensor(nt_R, dtype=torch.float32, device=self.device)
+        pos = np.asarray(positions, float)
+        self._past.appendleft((self.model.encode(nt[None])[0], self._prior(pos), nt, pos))
 
     def _prior(self, positions: np.ndarray | None) -> torch.Tensor:
         if positions is None:
@@ -204,7 +223,15 @@ class GridLDMPredictor:
             raise InvalidInput(f"positions must be finite, shape ({self._natoms}, 3); got {pos.shape}")
         return self._evaluator(torch.as_tensor(pos, dtype=torch.float32, device=self.device)[None])[0]
 
-    def _condition(self, positions: np.ndarray | None, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    def _moved(self, positions: np.ndarray, op: SymmetryOp) -> np.ndarray:
+        """Positions (Na, 3) A after the cell operation ``op``."""
+        frac = op.frac(torch.as_tensor(np.asarray(positions, float) @ self._inv_cell)).numpy()
+        return frac @ self._cell
+
+    def _condition(self, positions: np.ndarray | None, batch: int = 1,
+                   op: SymmetryOp | None = None) -> tuple[torch.Tensor, ...]:
+        """The denoiser's condition for the target ``positions`` (None: no atoms), the whole setup
+        carried through the cell operation ``op`` when given (history re-encoded)."""
         H = self.history
         past = list(self._past)[: self.max_history]
         n = tuple(s // self.model.cfg.autoencoder.patch for s in self._evaluator.grid)
@@ -212,12 +239,24 @@ class GridLDMPredictor:
         u = torch.zeros(1, H, C, *n, device=self.device)
         priors = torch.zeros(1, H + 1, *self._evaluator.grid, device=self.device)
         has_past = torch.zeros(1, H, device=self.device)
-        priors[0, 0] = self._prior(positions)
-        for j, (u_j, p_j) in enumerate(past):
+        if positions is not None:
+            priors[0, 0] = self._prior(positions if op is None else self._moved(positions, op))
+        for j, (u_j, p_j, nt_j, pos_j) in enumerate(past):
+            if op is not None:
+                u_j = self.model.encode(op.grid(nt_j)[None])[0]
+                p_j = self._prior(self._moved(pos_j, op))
             u[0, j], priors[0, j + 1], has_past[0, j] = u_j, p_j, 1.0
         has_atoms = torch.full((1,), positions is not None, device=self.device)
         cond = self.model.condition_tensors(u, priors, has_past, has_atoms)
         return tuple(c.expand(batch, *c.shape[1:]) for c in cond)
+
+    def _mean(self, positions: np.ndarray | None) -> torch.Tensor:
+        """The served mean (N1, N2, N3): the mean mode, averaged over ``symmetry_average`` cell operations."""
+        ops = self._ops[: self.symmetry_average] if self.symmetry_average > 1 else [None]
+        conds = [self._condition(positions, 1, op) for op in ops]
+        u = self.model.generate(*(torch.cat(c) for c in zip(*conds)), mode="mean")
+        dens = self._density(u)
+        return torch.stack([d if op is None else op.inverse().grid(d) for op, d in zip(ops, dens)]).mean(0)
 
     def _density(self, u: torch.Tensor) -> torch.Tensor:
         return served_density(self.model.decode(u), self._band, self.electrons_per_atom * self._natoms, self._dV)
@@ -229,8 +268,7 @@ class GridLDMPredictor:
         self._prepare(numbers, cell, grid)
         if seed is not None:
             self.seed(seed)
-        u = self.model.generate(*self._condition(positions), mode="mean")
-        return self._density(u)[0].double().cpu().numpy(), None
+        return self._mean(positions).double().cpu().numpy(), None
 
     @torch.inference_mode()
     def predict_samples(self, positions: np.ndarray | None, numbers: np.ndarray, cell: np.ndarray,
@@ -249,12 +287,16 @@ class GridLDMPredictor:
             raise InvalidInput("without atoms the model needs at least one observed step (and max_history >= 1)")
         if seed is not None:
             self.seed(seed)
-        mean = self._density(self.model.generate(*self._condition(positions), mode="mean"))[0]
-        cond = self._condition(positions, samples)
+        mean = self._mean(positions)
+        # each sample in a frame turned by a random operation of the cell: where the network is unsure,
+        # its answers for equivalent frames disagree (the spread then follows the error, BENCHMARKS.md)
+        pick = torch.randint(len(self._ops), (samples,), generator=self._gen, device=self.device).tolist()
+        ops = [self._ops[i] for i in pick]
+        conds = [self._condition(positions, 1, op) for op in ops]
         sp = self.spread_sampler
-        u = self.model.generate(*cond, mode=sp["sampler"], n_steps=int(sp["steps"]), eta=float(sp["eta"]),
-                                generator=self._gen)
-        s = self._density(u)
+        u = self.model.generate(*(torch.cat(c) for c in zip(*conds)), mode=sp["sampler"], n_steps=int(sp["steps"]),
+                                eta=float(sp["eta"]), generator=self._gen)
+        s = torch.stack([op.inverse().grid(d) for op, d in zip(ops, self._density(u))])
         scale = self.spread_scale.get(min(len(self._past), self.max_history), 1.0)
         std = s.std(0) * scale
         spread = float(std.abs().sum() / mean.abs().sum())

@@ -341,12 +341,6 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
             rec = {"epoch": E + math.ceil(step / cfg.checkpoint_every), "stage": "denoiser", "steps": step,
                    "loss": loss_sum / nb, "seconds": time.perf_counter() - t0,
                    **_one_step_errors(model, data, u, prior_dev, val, device, electrons_per_atom, len(numbers))}
-            if step == cfg.denoiser_steps:
-                electrons = electrons_per_atom * len(numbers)
-                meta_base["spread_scale"] = {str(h): _calibrate(model, data, u, prior_dev, val, device, cfg.seed, h,
-                                                                electrons) for h in range(H + 1)}
-                meta_base["spread_sampler"] = SPREAD_SAMPLER
-                rec["spread_scale"] = meta_base["spread_scale"]
             log.info("denoiser step %d: %s", step, rec)
             history.append(rec)
             write_checkpoint(run, model, meta_base, {"denoiser_optimizer": opt.state_dict(),
@@ -357,6 +351,11 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
                 break
     if bar is not None:
         bar.close()
+    if step >= cfg.denoiser_steps and budget[0] >= 0:  # finished: the spread of the samples, calibrated
+        from .calibration import calibrate_spread
+
+        out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
+        log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}
 
 
@@ -448,26 +447,3 @@ def _one_step_errors(model: GridLDM, data: Trajectories, u: torch.Tensor, prior:
                 errs.append(relative_l1(nt, data.nt[g].to(device)))
             out[name] = float(torch.cat(errs).mean())
     return out
-
-
-#: the sampler the spread is calibrated with (and that :meth:`GridLDMPredictor.predict_samples` uses)
-SPREAD_SAMPLER = {"sampler": "ddim", "steps": 10, "eta": 1.0}
-
-
-def _calibrate(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, frames: np.ndarray,
-               device: torch.device, seed: int, history: int, electrons: float, samples: int = 8) -> float:
-    """The factor that makes the spread of ``samples`` few-step samples (with ``history`` past
-    steps) match the mean-mode error on the validation frames on average (spread-skill ratio 1)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    spreads, errors = [], []
-    with torch.no_grad():
-        for g in frames[:: max(1, len(frames) // 24)]:
-            cond = _condition(model, data, u, prior, np.array([g]), history, True, device)
-            mean = served_density(model.decode(model.generate(*cond, mode="mean")), data.band, electrons, data.dV)
-            rep = tuple(c.expand(samples, *c.shape[1:]) for c in cond)
-            s = model.generate(*rep, mode=SPREAD_SAMPLER["sampler"], n_steps=SPREAD_SAMPLER["steps"],
-                               eta=SPREAD_SAMPLER["eta"], generator=gen)
-            s = served_density(model.decode(s), data.band, electrons, data.dV)
-            spreads.append(float(s.std(0).abs().sum() / mean.abs().sum()))
-            errors.append(float(relative_l1(mean, data.nt[[g]].to(device))))
-    return float(np.mean(errors) / max(np.mean(spreads), 1e-12))

@@ -1,0 +1,70 @@
+"""Calibration of the spread of a grid-latent diffusion model's samples against its errors.
+
+The spread of K samples (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.predict_samples`) is
+multiplied by one factor per history length, fitted on the validation frames the model never
+trained on, so that its mean equals the mean relative L1 error of the served mean there
+(spread-skill ratio 1). How well the spread follows the error frame by frame is measured, not
+fitted (``benchmarks/bench_gldm.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from ..data.atomic import write_text_atomic
+from ..errors import InvalidInput
+
+__all__ = ["calibrate_spread"]
+
+
+def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, samples: int = 8, max_frames: int = 24,
+                     seed: int = 0, write: bool = False) -> dict[str, Any]:
+    """Fit ``spread_scale`` (one factor per history length) on the model's validation frames of ``data``.
+
+    Parameters
+    ----------
+    model : run directory or shipped name (grid-latent diffusion family)
+    data : the dataset the model trained on (its ``val_frames`` are read)
+    samples : samples per frame
+    max_frames : validation frames used, evenly spaced
+    write : store ``spread_scale``, ``spread_sampler`` and this calibration in the model's model.json
+    """
+    from ..core.registry import model_dir
+    from ..data.store import open_dataset
+    from .predictor import GridLDMPredictor
+
+    pred = GridLDMPredictor.load(model, device="cpu")
+    lo, hi = pred.meta["val_frames"]
+    frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
+    pred.spread_scale = {}
+    scale, detail = {}, {}
+    with open_dataset(data) as ds:
+        if hi > len(ds):
+            raise InvalidInput(f"{data} has {len(ds)} frames; the model validates on frames {lo}..{hi - 1}")
+        for h in range(pred.history + 1):
+            pred.max_history = h
+            err, spread = [], []
+            for t in frames:
+                pred.reset()
+                for k in range(t - h, t):
+                    f = ds.frame(int(k))
+                    pred.observe(f.positions, f.nt_sR.sum(0), None, f.numbers, f.cell)
+                f = ds.frame(int(t))
+                ref = f.nt_sR.sum(0).astype(np.float64)
+                s = pred.predict_samples(f.positions, f.numbers, f.cell, ds.grid, samples, seed=seed + int(t))
+                err.append(float(np.abs(s.nt_R - ref).sum() / ref.sum()))
+                spread.append(s.spread)
+            scale[str(h)] = float(np.mean(err) / max(np.mean(spread), 1e-12))
+            detail[str(h)] = {"mean_error": float(np.mean(err)), "mean_raw_spread": float(np.mean(spread))}
+    out = {"spread_scale": scale, "spread_sampler": pred.spread_sampler,
+           "spread_calibration": {"frames": frames.tolist(), "samples": samples, "seed": seed, **detail}}
+    if write:
+        path = model_dir(model) / "model.json"
+        meta = json.loads(path.read_text())
+        meta.update(out)
+        write_text_atomic(path, json.dumps(meta, indent=1))
+    return out

@@ -12,6 +12,7 @@ Sections (each optional, all on held-out frames; one CPU thread for the model un
 - ``rollout``: autonomous rollouts from the first test frame (no atoms), histogram JSD and S(k)
   error against the test segment, next to the AIMD-vs-AIMD floor (``--floor``: an independent
   trajectory of the same system against the same segment).
+- ``short``: rollouts of the test segment's length (mean mode and DDIM samples), same statistics.
 - ``speed``: seconds per mean-mode frame against seconds per GPAW MD step of the same system in
   the same run (GPAW as recorded, GPAW's own guess).
 
@@ -115,6 +116,32 @@ def rollout(model_path: str, data: str, start: int, stop: int, steps: int, out: 
     return res
 
 
+def short_rollouts(model, data: str, start: int, stop: int, out: Path, sampler_steps: int, seed: int) -> dict:
+    """Rollouts of the test segment's length from its first frame: mean mode and DDIM samples."""
+    from ase_ldm.analysis.evaluate import evaluate
+    from ase_ldm.data import Frame, open_dataset, write_frames
+
+    test = out / "test_segment.h5"
+    res = {}
+    with open_dataset(data) as ds:
+        n_prev, n, first, dt = ds.nt(start - 1).sum(0), ds.nt(start).sum(0), ds.frame(start), ds.timestep_fs
+        if not test.exists():
+            write_frames(test, (ds.frame(i) for i in range(start, stop)), {"timestep_fs": dt})
+    for label, mode in (("mean", "mean"), (f"ddim{sampler_steps}", "sample")):
+        frames = [f[0] for f in model.rollout(n_prev, n, stop - start - 1, sampler="ddim", n_steps=sampler_steps,
+                                              seed=seed, mode=mode)]
+        path = out / f"short_{label}.h5"
+        path.unlink(missing_ok=True)
+        write_frames(path, (Frame(nt_sR=f[None].astype(np.float32), positions=first.positions, cell=first.cell,
+                                  numbers=first.numbers, time_fs=first.time_fs + dt * (i + 1))
+                            for i, f in enumerate(frames)), {"timestep_fs": dt})
+        m = evaluate(path, test, None, plots=False)
+        res[label] = {"steps": len(frames), "jsd_histogram": m["jsd_histogram"], "sk_rel_error": m["sk_rel_error"],
+                      "sk_rel_error_bands": m["sk_rel_error_bands"],
+                      "frame_change": m["dynamics_pred"]["frame_change_rel_l1_stats"]}
+    return res
+
+
 def speed(model, ds, frame: int, repeats: int, gpaw_steps: int) -> dict:
     f = ds.frame(frame)
     model.max_history = model.history
@@ -164,6 +191,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="every n-th test frame for errors")
     ap.add_argument("--spread-every", type=int, default=5)
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--symmetry-average", type=int, default=8,
+                    help="also the atoms-only error of the mean averaged over this many cell operations")
     ap.add_argument("--rollout-steps", type=int, default=1000)
     ap.add_argument("--sampler-steps", type=int, default=10)
     ap.add_argument("--gpaw-steps", type=int, default=3)
@@ -192,6 +221,9 @@ def main() -> None:
             for h in (model.history, 0):
                 errs = one_step(model, ds, frames, h)
                 e[f"history_{h}"] = float(errs.mean())
+            if args.symmetry_average > 1:
+                avg = load(args.model, device="cpu", symmetry_average=args.symmetry_average)
+                e[f"history_0_symmetry_average_{args.symmetry_average}"] = float(one_step(avg, ds, frames, 0).mean())
             if args.sync:
                 sync = load(args.sync, device="cpu")
                 for h in (sync.history, 0):
@@ -239,6 +271,9 @@ def main() -> None:
         if "speed" in sections:
             res["speed"] = speed(model, ds, start, 20, args.gpaw_steps)
             print("speed", res["speed"])
+    if "short" in sections:
+        res["short"] = short_rollouts(model, args.data, start, n, Path(args.out), args.sampler_steps, args.seed)
+        print("short", {k: {kk: vv for kk, vv in v.items() if kk != "frame_change"} for k, v in res["short"].items()})
     if "rollout" in sections:
         res["rollout"] = rollout(args.model, args.data, start, n, args.rollout_steps, Path(args.out), args.floor,
                                  args.sampler_steps, args.seed)

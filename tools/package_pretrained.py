@@ -36,6 +36,8 @@ def main() -> None:
         meta["dataset"]["path"] = Path(meta["dataset"]["path"]).name
     for extra in meta.get("extra_data", []):  # no paths of the training machine in a shipped model
         extra["path"] = Path(extra["path"]).name
+    if "autoencoder_from" in meta:
+        meta["autoencoder_from"] = Path(meta["autoencoder_from"]).name
     (dst / "model.json").write_text(json.dumps(meta, indent=1))
     model = load(args.name, device="cpu")
     what = f"{type(model).__name__}, species {list(model.species)}, history {model.max_history}"

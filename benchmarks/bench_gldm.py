@@ -121,6 +121,7 @@ def short_rollouts(model, data: str, start: int, stop: int, out: Path, sampler_s
     from ase_ldm.analysis.evaluate import evaluate
     from ase_ldm.data import Frame, open_dataset, write_frames
 
+    out.mkdir(parents=True, exist_ok=True)
     test = out / "test_segment.h5"
     res = {}
     with open_dataset(data) as ds:

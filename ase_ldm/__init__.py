@@ -22,6 +22,7 @@ _LAZY = {
     "DensityModel": "ase_ldm.core.registry",
     "DensitySurrogate": "ase_ldm.ldm.surrogate",
     "SyncPredictor": "ase_ldm.sync.predictor",
+    "GridLDMPredictor": "ase_ldm.gldm.predictor",
 }
 
 
@@ -66,4 +67,5 @@ __all__ = [
     "DensityModel",
     "DensitySurrogate",
     "SyncPredictor",
+    "GridLDMPredictor",
 ]

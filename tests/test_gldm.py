@@ -39,6 +39,18 @@ def test_latent_follows_whole_patch_shifts():
     roll = lambda t: torch.roll(t, (1, 2), (2, 4))  # noqa: E731
     assert torch.allclose(model.denoiser(roll(z_k), k, roll(past), roll(atoms), flags), roll(out), atol=1e-5)
     assert out.abs().max() > 1e-3
+    # the full-resolution refinement after the voxel shuffle keeps it
+    from ase_ldm.gldm.config import GridAutoencoderConfig
+    from ase_ldm.gldm.nets import GridAutoencoder
+
+    ae = GridAutoencoder(GridAutoencoderConfig(channels=8, blocks=1, latent_channels=4, refine_channels=4)).eval()
+    for p in ae.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    assert torch.allclose(ae(shifted), torch.roll(ae(x), (3, -6, 3), (2, 3, 4)), atol=1e-5)
+    refine, ae.refine = ae.refine, None
+    plain = ae(x)
+    ae.refine = refine
+    assert not torch.allclose(ae(x), plain, atol=1e-3)
 
 
 def test_grids_the_patch_does_not_divide_are_refused():

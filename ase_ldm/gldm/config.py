@@ -25,12 +25,16 @@ class GridAutoencoderConfig:
         Residual blocks in the encoder and in the decoder.
     latent_channels : int
         Channels of the latent grid.
+    refine_channels : int
+        Width of a residual pair of full-resolution convolutions after the voxel shuffle, which
+        smooths the seams between patches (0: none).
     """
 
     patch: int = 3
     channels: int = 48
     blocks: int = 2
     latent_channels: int = 8
+    refine_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ def check_model_config(cfg: GldmConfig) -> None:
     ae, dn = cfg.autoencoder, cfg.denoiser
     for name, value, low in (("autoencoder.patch", ae.patch, 1), ("autoencoder.channels", ae.channels, 1),
                              ("autoencoder.blocks", ae.blocks, 0), ("autoencoder.latent_channels", ae.latent_channels, 1),
+                             ("autoencoder.refine_channels", ae.refine_channels, 0),
                              ("denoiser.channels", dn.channels, 1), ("denoiser.history", dn.history, 1),
                              ("denoiser.steps", dn.steps, 2), ("denoiser.embedding_dim", dn.embedding_dim, 2)):
         if value < low:

@@ -76,6 +76,11 @@ class GridAutoencoder(nn.Module):
         self.from_latent = nn.Conv3d(cfg.latent_channels, c, 1)
         self.dec = nn.ModuleList(ResBlock(c) for _ in range(cfg.blocks))
         self.unpatchify = nn.Conv3d(c, p**3, 1)
+        self.refine = None
+        if cfg.refine_channels:
+            self.refine = nn.Sequential(_conv(1, cfg.refine_channels, 3), nn.SiLU(), _conv(cfg.refine_channels, 1, 3))
+            nn.init.zeros_(self.refine[2].weight)
+            nn.init.zeros_(self.refine[2].bias)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         latent_grid(tuple(x.shape[-3:]), self.cfg.patch)
@@ -88,7 +93,8 @@ class GridAutoencoder(nn.Module):
         h = self.from_latent(z)
         for block in self.dec:
             h = block(h)
-        return voxel_shuffle(self.unpatchify(F.silu(h)), self.cfg.patch)
+        x = voxel_shuffle(self.unpatchify(F.silu(h)), self.cfg.patch)
+        return x if self.refine is None else x + self.refine(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

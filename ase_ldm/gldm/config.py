@@ -26,8 +26,8 @@ class GridAutoencoderConfig:
     latent_channels : int
         Channels of the latent grid.
     refine_channels : int
-        Width of a residual pair of full-resolution convolutions after the voxel shuffle, which
-        smooths the seams between patches (0: none).
+        Width of a residual pair of full-resolution convolutions after the voxel shuffle, across
+        the patch boundaries (0: none).
     """
 
     patch: int = 3

@@ -209,7 +209,8 @@ class DensityCalculator(Calculator):
         try:
             k = int(self.parameters["samples"])
             if k:
-                pred = self.model.predict_samples(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms), k)
+                pred = self.model.predict_samples(atoms.positions, atoms.numbers, atoms.cell[:],
+                                                  self.grid_for(atoms), k)
                 n, D, self._std_R, self._spread = pred.nt_R, None, pred.std_R, pred.spread
             else:
                 n, D = self.model.predict(atoms.positions, atoms.numbers, atoms.cell[:], self.grid_for(atoms))

@@ -281,7 +281,8 @@ def main() -> None:
         if args.paper:
             res["rollout"].update(rollout(args.paper, args.data, start, n, args.rollout_steps, Path(args.out), None,
                                           args.paper_sampler_steps, args.seed, label="paper"))
-        print("rollout", {k: {kk: vv for kk, vv in v.items() if "dynamics" not in kk} for k, v in res["rollout"].items()})
+        print("rollout", {k: {kk: vv for kk, vv in v.items() if "dynamics" not in kk}
+                          for k, v in res["rollout"].items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
 

@@ -44,8 +44,8 @@ class CLICommand:
                          extra_data=args.extra_data)
         last = out["history"][-1] if out["history"] else {}
         nan = float("nan")
-        print(f"{args.output}: validation rel. L1 of nt: reconstruction "
-              f"{next((r['val_reconstruction'] for r in reversed(out['history']) if 'val_reconstruction' in r), nan):.3e}, "
+        recon = next((r["val_reconstruction"] for r in reversed(out["history"]) if "val_reconstruction" in r), nan)
+        print(f"{args.output}: validation rel. L1 of nt: reconstruction {recon:.3e}, "
               f"one step {last.get('val_one_step', nan):.3e}, atoms only {last.get('val_atoms_only', nan):.3e}, "
               f"autonomous {last.get('val_autonomous', nan):.3e}")
         return 0

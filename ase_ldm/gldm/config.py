@@ -124,7 +124,8 @@ def check_model_config(cfg: GldmConfig) -> None:
     """Raise InvalidInput naming the first setting that cannot build a network."""
     ae, dn = cfg.autoencoder, cfg.denoiser
     for name, value, low in (("autoencoder.patch", ae.patch, 1), ("autoencoder.channels", ae.channels, 1),
-                             ("autoencoder.blocks", ae.blocks, 0), ("autoencoder.latent_channels", ae.latent_channels, 1),
+                             ("autoencoder.blocks", ae.blocks, 0),
+                             ("autoencoder.latent_channels", ae.latent_channels, 1),
                              ("autoencoder.refine_channels", ae.refine_channels, 0),
                              ("denoiser.channels", dn.channels, 1), ("denoiser.history", dn.history, 1),
                              ("denoiser.steps", dn.steps, 2), ("denoiser.embedding_dim", dn.embedding_dim, 2)):

@@ -31,8 +31,8 @@ import torch
 from ..core.cells import check_cell, checked_history, grid_for
 from ..core.checkpoint import build_model
 from ..core.config import from_dict
-from ..core.fourier import band_mask
 from ..core.device import resolve_device
+from ..core.fourier import band_mask
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
 from ..sync.symmetry import SymmetryOp, symmetry_ops
@@ -122,7 +122,8 @@ class GridLDMPredictor:
         """The registry's loader: build the networks described by ``meta`` and load the weights."""
         unknown = set(options) - {"symmetry_average"}
         if unknown:
-            raise InvalidInput(f"the grid-latent diffusion model takes the option symmetry_average, not {sorted(unknown)}")
+            raise InvalidInput("the grid-latent diffusion model takes the option symmetry_average, not "
+                               f"{sorted(unknown)}")
         for key in ("gldm_config", "prior", "grid_spacing", "electrons_per_atom"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")
@@ -306,7 +307,8 @@ class GridLDMPredictor:
         """'ddim' with ``steps`` levels, or 'ddpm' (all levels)."""
         if sampler not in SAMPLERS:
             raise InvalidInput(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.model.schedule.steps:
+        most = self.model.schedule.steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= most:
             raise InvalidInput(f"sampler steps must be between 1 and {self.model.schedule.steps}, got {steps!r}")
         self.sampler, self.sampler_steps = sampler, int(steps)
 
@@ -336,7 +338,8 @@ class GridLDMPredictor:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
         g_max = self.meta.get("band_limit")
-        band = None if g_max is None else torch.as_tensor(band_mask(self.cell, n.shape, float(g_max)), device=self.device)
+        band = None if g_max is None else torch.as_tensor(band_mask(self.cell, n.shape, float(g_max)),
+                                                          device=self.device)
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import load_train_state, load_weights, read_meta
+from ..core.config import from_dict
 from ..core.device import resolve_device
 from ..core.fourier import band_mask
 from ..core.runs import open_run, save_run_config, write_checkpoint
@@ -33,7 +34,6 @@ from ..errors import DatasetError, InvalidInput
 from ..ldm.losses import scaled_jsd
 from ..sync.prior import PriorEvaluator, RadialPrior, band_limit, fit_radial_prior
 from ..sync.symmetry import symmetry_ops
-from ..core.config import from_dict
 from .config import GldmConfig, GldmTrainConfig, check_train_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
@@ -304,7 +304,6 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     if done > E and "denoiser_optimizer" in state:
         opt.load_state_dict(state["denoiser_optimizer"])
         sched.load_state_dict(state["denoiser_scheduler"])
-    H = model.history
     step = (done - E) * cfg.checkpoint_every
     prior_dev = data.prior.to(device)
     t0, loss_sum, nb = time.perf_counter(), 0.0, 0

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.registry import DensityModel, load
 from ..data.atomic import atomic_output
 from ..data.schema import Frame
 from ..data.store import DensityDataset, DensityWriter, open_dataset
 from ..errors import DatasetError, FrameOutOfRange, InvalidInput, ModelMismatch
-from ..core.registry import DensityModel, load
 
 __all__ = ["rollout_to_datasets", "check_rollout_args"]
 

@@ -26,7 +26,8 @@ def main() -> None:
     atoms = li2(rattle=0.1, seed=2)
     thermalize_momenta(atoms, 1500, rng=np.random.default_rng(1))
     kwargs = {"mode": {"name": "pw", "ecut": 200.0}, **kwargs}
-    calc = GuidedGPAW(provider, wfs_extrapolation=wfs_order, xc="PBE", occupations={"name": "fermi-dirac", "width": 0.1}, txt=None, **kwargs)
+    calc = GuidedGPAW(provider, wfs_extrapolation=wfs_order, xc="PBE",
+                      occupations={"name": "fermi-dirac", "width": 0.1}, txt=None, **kwargs)
     atoms.calc = calc
     rec: dict = {"iterations": [], "energy": [], "forces": []}
 

@@ -111,7 +111,6 @@ def test_recording_on_two_ranks_writes_the_serial_frames_from_one_rank(tmp_path)
     """`ase-ldm record` under mpiexec: rank 0 writes, every rank runs the MD; the frames are the
     serial recording's, one progress bar and one summary line are printed, and --append goes on."""
     from ase.io import write
-
     from conftest import li2
 
     from ase_ldm.data.store import open_dataset

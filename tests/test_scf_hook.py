@@ -89,7 +89,8 @@ def test_fresh_start_from_a_supplied_density(gpaw_li2):
 @pytest.mark.parametrize("setup,spec,match", [
     (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={"point_group": True}), "extrapolate-quadratic",
      "point-group symmetry"),
-    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={}), "sad-extrapolate", "point-group symmetry"),  # GPAW's default
+    # GPAW's default symmetry
+    (dict(mode={"name": "pw", "ecut": 200.0}, symmetry={}), "sad-extrapolate", "point-group symmetry"),
     (dict(mode="lcao", basis="sz(dzp)"), "sad-extrapolate+wfs2", "LCAO"),
 ])
 def test_unsupported_setups_are_refused(setup, spec, match):

@@ -184,9 +184,7 @@ class GridLDMPredictor:
         self._evaluator = PriorEvaluator(self.prior, numbers, cell, tuple(grid)).to(self.device)
         self._natoms = len(numbers)
         self._dV = abs(float(np.linalg.det(np.asarray(cell, float)))) / float(np.prod(grid))
-        g_max = self.meta.get("band_limit")
-        self._band = None if g_max is None else torch.as_tensor(
-            band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
+        self._band = self._band_for(cell, grid)
         self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
         if self.symmetry_average > len(self._ops):
             raise ModelMismatch(f"the cell has {len(self._ops)} symmetry operations of its grid; symmetry_average="
@@ -195,6 +193,13 @@ class GridLDMPredictor:
         self._cell = np.asarray(cell, float)
         self._setup = key
         self._past.clear()
+
+    def _band_for(self, cell: np.ndarray, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """The plane waves a served density keeps (model.json's ``band_limit``, 1/A), or None."""
+        g_max = self.meta.get("band_limit")
+        if g_max is None:
+            return None
+        return torch.as_tensor(band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
 
     def reset(self) -> None:
         """Forget the observed history."""
@@ -337,9 +342,7 @@ class GridLDMPredictor:
                  seed: int, mode: str) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        g_max = self.meta.get("band_limit")
-        band = None if g_max is None else torch.as_tensor(band_mask(self.cell, n.shape, float(g_max)),
-                                                          device=self.device)
+        band = self._band_for(self.cell, n.shape)
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 

@@ -144,8 +144,11 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     torch.manual_seed(cfg.seed)
 
     # -- data ----------------------------------------------------------------------------------
-    with _open_count(data_path) as n_frames:
-        n_fit, n_train = _split(n_frames, cfg)
+    from ..data.store import open_dataset
+
+    with open_dataset(data_path) as ds:
+        n_frames = len(ds)
+    n_fit, n_train = _split(n_frames, cfg)
     nt0, pos0, attrs = _read(data_path, n_train)
     latent_grid(attrs["grid"], cfg.model.autoencoder.patch)
     parts = [(nt0, pos0)]
@@ -356,22 +359,6 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
         log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}
-
-
-class _open_count:
-    """``with _open_count(path) as n``: the number of frames of a dataset."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = path
-
-    def __enter__(self) -> int:
-        from ..data.store import open_dataset
-
-        with open_dataset(self.path) as ds:
-            return len(ds)
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _cosine(total: int):

@@ -293,3 +293,113 @@ def test_symmetry_average_and_spread_calibration(trained_gldm, recorded_long, tm
     meta = json.loads((run / "model.json").read_text())
     assert meta["spread_scale"] == out["spread_scale"] and set(out["spread_scale"]) == {"0", "1", "2"}
     assert all(v > 0 for v in out["spread_scale"].values())
+
+
+def test_spectral_gain_recovers_a_known_filter(recorded_long):
+    """The shell gains undo a known radial blur of real GPAW densities: Wiener and amplitude gain
+    are both 1/h inside the band, 1 outside, and the filter interpolates them in |G| on any cell."""
+    from ase_ldm.core.fourier import band_mask, reciprocal_grid
+    from ase_ldm.errors import CheckpointError, InvalidInput
+    from ase_ldm.gldm.spectrum import fit_spectral_gain, spectral_filter
+
+    with open_dataset(recorded_long) as ds:
+        xs, cell, grid = [ds.nt(t).sum(0).astype(np.float64) for t in range(0, 12, 3)], ds.cell(0), ds.grid
+    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+    h = 1 / (1 + (kabs / 8.0) ** 2)  # the "decoder": a radial blur, at most 2x at |G| = 8 1/A
+    pairs = [(x, np.fft.irfftn(np.fft.rfftn(x) * h, s=grid, axes=(0, 1, 2))) for x in xs]
+    limit = 0.8 * kabs.max()
+    gain = fit_spectral_gain(pairs, cell, limit, frames=[0, 3, 6, 9])
+    w = gain["shell_width"]
+    knots = np.arange(len(gain["mean"])) * w
+    inside = (knots > 0) & (knots < limit) & (1 + (knots / 8.0) ** 2 < 2)
+    want = 1 + (knots / 8.0) ** 2
+    assert inside.sum() >= 3
+    # a shell holds |G| within w / 2 of its knot, so 1/h is averaged over the shell: within 15 %
+    np.testing.assert_allclose(np.array(gain["mean"])[inside], want[inside], rtol=0.15)
+    np.testing.assert_allclose(np.array(gain["sample"])[inside], want[inside], rtol=0.15)
+    assert all(g == 1.0 for g, k in zip(gain["mean"], knots) if k >= limit) and gain["frames"] == [0, 3, 6, 9]
+    # the filter: the band mask times the gain interpolated in |G|, on this cell and on a supercell
+    f = spectral_filter(gain, "mean", cell, grid, limit)
+    assert np.array_equal(f == 0, ~band_mask(cell, grid, limit))
+    on_knot = np.isclose(kabs / w, np.rint(kabs / w)) & (kabs < limit)
+    np.testing.assert_allclose(f[on_knot], np.array(gain["mean"])[np.rint(kabs[on_knot] / w).astype(int)])
+    big = spectral_filter(gain, "mean", 2 * cell, tuple(2 * n for n in grid), limit)
+    k2 = np.linalg.norm(reciprocal_grid(2 * cell, tuple(2 * n for n in grid)), axis=-1)
+    sel = (k2 < limit) & (k2 > 0)
+    np.testing.assert_allclose(big[sel], np.interp(k2[sel] / w, np.arange(len(gain["mean"])), gain["mean"]))
+    assert np.array_equal(spectral_filter(None, "sample", cell, grid, limit), band_mask(cell, grid, limit))
+    with pytest.raises(InvalidInput, match="spectral gain"):
+        spectral_filter(gain, "median", cell, grid, limit)
+    with pytest.raises(CheckpointError, match="spectral_gain is damaged"):
+        spectral_filter({"shell_width": w, "mean": [1.0, float("nan")]}, "mean", cell, grid, limit)
+    with pytest.raises(InvalidInput, match="no frames"):
+        fit_spectral_gain([], cell, limit)
+
+
+def test_served_means_and_rollouts_take_their_own_gain(trained_gldm, recorded_long, tmp_path):
+    """Training fits the gains on its training frames; the mean (and so the spread) is served
+    through the 'mean' gain, a sampled rollout through the 'sample' gain."""
+    import shutil
+
+    from ase_ldm.core.registry import load
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_gldm[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    gain = meta["spectral_gain"]
+    assert set(gain["frames"]) <= set(range(*meta["train_frames"])) and len(gain["mean"]) == len(gain["sample"])
+    # a 'mean' gain that keeps only G = 0 must serve the uniform density; the rollout is untouched
+    gain["mean"] = [1.0] + [0.0] * (len(gain["mean"]) - 1)
+    (run / "model.json").write_text(json.dumps(meta))
+    model = load(run, device="cpu", max_history=0)
+    with open_dataset(recorded_long) as ds:
+        f, grid, n0, n1 = ds.frame(12), ds.grid, ds.nt(10).sum(0), ds.nt(11).sum(0)
+    nt = model.predict(f.positions, f.numbers, f.cell, grid)[0]
+    assert np.ptp(nt) < 1e-4 * nt.mean()
+    assert np.ptp(model.predict_samples(f.positions, f.numbers, f.cell, grid, 2, seed=0).nt_R) < 1e-4 * nt.mean()
+    (roll,) = list(model.rollout(n0, n1, 1, seed=0, mode="sample"))
+    assert np.ptp(roll[0]) > 0.1 * roll[0].mean()
+    (roll_mean,) = list(model.rollout(n0, n1, 1, seed=0, mode="mean"))
+    assert np.ptp(roll_mean[0]) < 1e-4 * roll_mean[0].mean()
+
+
+def test_finetune_with_self_rollout(recorded_long, trained_gldm, tmp_path, monkeypatch):
+    """finetune: the new run starts from the source's whole model (latent statistics included) and
+    trains only the denoiser; with self_rollout, part of each batch's newest history is replaced
+    by the model's own served, re-encoded prediction of that step."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import ase_ldm.gldm.training as training
+    from ase_ldm.errors import InvalidInput
+
+    run, _ = trained_gldm
+    replaced = []
+    original = training._push_forward
+
+    def spy(model, data, u, prior, g, b, *args):
+        before = b["past"].clone()
+        original(model, data, u, prior, g, b, *args)
+        changed = (b["past"] != before).flatten(2).any(-1)  # (B, H)
+        assert not changed[:, 1:].any()  # only the newest entry is the model's own
+        replaced.append(int(changed[:, 0].sum()))
+
+    monkeypatch.setattr(training, "_push_forward", spy)
+    cfg = tiny_gldm_config(denoiser_steps=4, self_rollout=0.9, drop_history=0.0)
+    out = training.train_gldm(recorded_long, tmp_path / "ft", cfg, progress=False, finetune=run)
+    assert [r["stage"] for r in out["history"]] == ["denoiser"] and sum(replaced) > 0
+    meta = json.loads((tmp_path / "ft" / "model.json").read_text())
+    assert meta["finetuned_from"] == str(run) and "spectral_gain" in meta and "spread_scale" in meta
+    a = load_file(str(next(run.glob("weights-*.safetensors"))))
+    b = load_file(str(next((tmp_path / "ft").glob("weights-*.safetensors"))))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("autoencoder.") or k in ("z_mean", "z_std"))
+    assert not torch.equal(a["denoiser.out.weight"], b["denoiser.out.weight"])
+    other = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, denoiser=dataclasses.replace(cfg.model.denoiser, base="previous")))
+    with pytest.raises(InvalidInput, match="fine-tune keeps the model"):
+        training.train_gldm(recorded_long, tmp_path / "x", other, progress=False, finetune=run)
+    with pytest.raises(InvalidInput, match="not both"):
+        training.train_gldm(recorded_long, tmp_path / "y", cfg, progress=False, finetune=run, init_autoencoder=run)
+    with pytest.raises(InvalidInput, match="self_rollout"):
+        training.train_gldm(recorded_long, tmp_path / "z", tiny_gldm_config(self_rollout=1.0), progress=False)

@@ -99,22 +99,3 @@ def test_network_refuses_a_grid_zero_times_coarser():
 
     with pytest.raises(InvalidInput, match="coarsen"):
         SyncNet(SyncConfig(channels=4, dilations=(1,), coarsen=0), PAWLayout((3,), (5,)))
-
-
-@pytest.mark.parametrize("n,d", [(15, 1), (15, 2), (15, 4), (12, 2), (23, 4)])
-def test_inference_convolution_equals_the_module(n, d):
-    """Without gradients on a CPU the circular 3x3x3 convolution runs through oneDNN directly;
-    it must give what nn.Conv3d gives (float32 round-off), and with gradients it is the module."""
-    from torch import nn
-
-    from ase_ldm.sync.net import circular_conv3d
-
-    torch.manual_seed(n + d)
-    conv = nn.Conv3d(8, 6, 3, padding=d, dilation=d, padding_mode="circular")
-    x = torch.randn(1, 8, n, n, n)
-    with torch.no_grad():
-        fast, ref = circular_conv3d(conv, x), conv(x)
-    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
-    assert not torch.equal(fast, conv(x.roll(1, 2)).detach())  # the comparison sees the data
-    y = circular_conv3d(conv, x.requires_grad_())
-    assert y.requires_grad and torch.equal(y, conv(x))

@@ -6,6 +6,7 @@ the spread of the samples. Settings come from a JSON GldmTrainConfig; options ov
 values; '--resume' continues an interrupted run from its last checkpoint.
 
 Example: ase-ldm train-gldm li16.h5 -o runs/li16-gldm --extra-data li16_s31.h5
+         ase-ldm train-gldm li16.h5 -o runs/li16-gldm-sr --finetune runs/li16-gldm --config sr.json
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class CLICommand:
         p.add_argument("--no-progress", action="store_true")
         p.add_argument("--extra-data", action="append", default=[], metavar="PATH",
                        help="another trajectory of the same system, all its frames trained on; repeatable")
+        start = p.add_mutually_exclusive_group()
+        start.add_argument("--init-autoencoder", metavar="RUN",
+                           help="take over this run's (or shipped model's) trained autoencoder; train a new denoiser")
+        start.add_argument("--finetune", metavar="RUN",
+                           help="take over this run's whole model and continue its denoiser with this config "
+                                "(e.g. {\"self_rollout\": 0.5})")
         p.set_defaults(epochs=None, batch_size=None, lr=None)
 
     @staticmethod
@@ -41,7 +48,8 @@ class CLICommand:
         cfg = training_config(GldmTrainConfig, args, {"ae_epochs": args.ae_epochs,
                                                       "denoiser_steps": args.denoiser_steps})
         out = train_gldm(args.data, args.output, cfg, resume=args.resume, progress=not args.no_progress,
-                         extra_data=args.extra_data)
+                         extra_data=args.extra_data, init_autoencoder=args.init_autoencoder,
+                         finetune=args.finetune)
         last = out["history"][-1] if out["history"] else {}
         nan = float("nan")
         recon = next((r["val_reconstruction"] for r in reversed(out["history"]) if "val_reconstruction" in r), nan)

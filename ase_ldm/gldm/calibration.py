@@ -1,4 +1,9 @@
-"""Calibration of the spread of a grid-latent diffusion model's samples against its errors.
+"""Calibrations of a trained grid-latent diffusion model, stored in its model.json.
+
+- :func:`calibrate_spectrum`: the decoder's spectral gain (:mod:`ase_ldm.gldm.spectrum`), fitted
+  on reconstructions of training frames. Run it first: the served mean, and so the spread's
+  calibration, depend on it.
+- :func:`calibrate_spread`: the spread of the samples against the errors.
 
 The spread of K samples (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.predict_samples`) is
 multiplied by one factor per history length, fitted on the validation frames the model never
@@ -18,7 +23,62 @@ import numpy as np
 from ..data.atomic import write_text_atomic
 from ..errors import InvalidInput
 
-__all__ = ["calibrate_spread"]
+__all__ = ["calibrate_spectrum", "calibrate_spread"]
+
+
+def _write_meta(model: str | os.PathLike, out: dict[str, Any]) -> None:
+    from ..core.registry import model_dir
+
+    path = model_dir(model) / "model.json"
+    meta = json.loads(path.read_text())
+    meta.update(out)
+    write_text_atomic(path, json.dumps(meta, indent=1))
+
+
+def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max_frames: int = 60,
+                       write: bool = False) -> dict[str, Any]:
+    """Fit ``spectral_gain`` on reconstructions of the model's training frames of ``data``.
+
+    Parameters
+    ----------
+    model : run directory or shipped name (grid-latent diffusion family)
+    data : the dataset the model trained on (frames ``train_frames`` of model.json are read)
+    max_frames : training frames used, evenly spaced
+    write : store ``spectral_gain`` in the model's model.json; then re-run :func:`calibrate_spread`
+    """
+    import torch
+
+    from ..data.store import open_dataset
+    from .model import served_density
+    from .predictor import GridLDMPredictor
+    from .spectrum import fit_spectral_gain, spectral_filter
+
+    pred = GridLDMPredictor.load(model, device="cpu")
+    if pred.meta.get("band_limit") is None:
+        raise InvalidInput(f"{model} has no band_limit in its model.json; retrain it with this version")
+    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+    with open_dataset(data) as ds:
+        if hi > len(ds) or hi <= lo:
+            raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
+        frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
+        cell, grid = ds.cell(0), ds.grid
+        natoms = len(ds.numbers)
+        band = torch.as_tensor(spectral_filter(None, "mean", cell, grid, pred.meta["band_limit"]), dtype=torch.float32)
+        dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
+
+        def pairs():
+            for t in frames:
+                x = ds.nt(int(t)).sum(0).astype(np.float64)
+                with torch.inference_mode():
+                    u = pred.model.encode(torch.as_tensor(x[None], dtype=torch.float32))
+                    xhat = served_density(pred.model.decode(u), band, pred.electrons_per_atom * natoms, dV)
+                yield x, xhat[0].double().numpy()
+
+        gain = fit_spectral_gain(pairs(), cell, pred.meta["band_limit"], frames.tolist())
+    out = {"spectral_gain": gain}
+    if write:
+        _write_meta(model, out)
+    return out
 
 
 def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, samples: int = 8, max_frames: int = 24,
@@ -33,7 +93,6 @@ def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, sampl
     max_frames : validation frames used, evenly spaced
     write : store ``spread_scale``, ``spread_sampler`` and this calibration in the model's model.json
     """
-    from ..core.registry import model_dir
     from ..data.store import open_dataset
     from .predictor import GridLDMPredictor
 
@@ -63,8 +122,5 @@ def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, sampl
     out = {"spread_scale": scale, "spread_sampler": pred.spread_sampler,
            "spread_calibration": {"frames": frames.tolist(), "samples": samples, "seed": seed, **detail}}
     if write:
-        path = model_dir(model) / "model.json"
-        meta = json.loads(path.read_text())
-        meta.update(out)
-        write_text_atomic(path, json.dumps(meta, indent=1))
+        _write_meta(model, out)
     return out

@@ -94,6 +94,10 @@ class GldmTrainConfig:
     history_noise : float
         Standard deviation of noise added to the past latents (standardised units), so the
         denoiser tolerates its own outputs in a rollout.
+    self_rollout : float
+        Share of the samples whose newest past latent is the model's own mean prediction of that
+        step (no gradient; decoded, served and re-encoded as in a rollout), so the denoiser learns
+        to correct what its own outputs carry forward. 0: off.
     test_fraction : float
         Last fraction of the main dataset's frames held out (split by time).
     seed : int
@@ -113,6 +117,7 @@ class GldmTrainConfig:
     drop_history: float = 0.3
     drop_atoms: float = 0.15
     history_noise: float = 0.02
+    self_rollout: float = 0.0
     test_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 250
@@ -145,7 +150,7 @@ def check_train_config(cfg: GldmTrainConfig) -> None:
     for name in ("ae_epochs", "ae_batch", "denoiser_steps", "denoiser_batch", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise InvalidInput(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("mean_fraction", "drop_history", "drop_atoms"):
+    for name in ("mean_fraction", "drop_history", "drop_atoms", "self_rollout"):
         if not 0 <= getattr(cfg, name) < 1:
             raise InvalidInput(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not 0 < cfg.test_fraction < 1:

@@ -126,9 +126,10 @@ class GridLDM(nn.Module):
 
 
 def served_density(nt: torch.Tensor, band: torch.Tensor | None, electrons: float, dV: float) -> torch.Tensor:
-    """Decoded densities (B, N1, N2, N3) e/A^3 as served: projected onto the plane waves the data
-    contain (``band``, an rfft half-grid mask; the patch decoder's seams lie outside it), kept
-    positive, scaled to ``electrons`` (dV: volume element, A^3)."""
+    """Decoded densities (B, N1, N2, N3) e/A^3 as served: filtered in Fourier space by ``band``
+    (rfft half-grid weights: the mask of the plane waves the data contain, where the patch
+    decoder's seams lie outside, times the decoder's spectral gain, :mod:`ase_ldm.gldm.spectrum`),
+    kept positive, scaled to ``electrons`` (dV: volume element, A^3)."""
     if band is not None:
         nt = torch.fft.irfftn(torch.fft.rfftn(nt, dim=(-3, -2, -1)) * band, s=nt.shape[-3:], dim=(-3, -2, -1))
         nt = nt.clamp(min=1e-6)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.conv import CircularConv3d
 from ..errors import InvalidInput
 from .config import GridAutoencoderConfig, GridDenoiserConfig
 
@@ -32,7 +33,7 @@ def latent_grid(grid: tuple[int, int, int], patch: int) -> tuple[int, int, int]:
 
 
 def _conv(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Conv3d:
-    return nn.Conv3d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, padding_mode="circular")
+    return CircularConv3d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation)
 
 
 def voxel_shuffle(x: torch.Tensor, p: int) -> torch.Tensor:

@@ -32,13 +32,13 @@ from ..core.cells import check_cell, checked_history, grid_for
 from ..core.checkpoint import build_model
 from ..core.config import from_dict
 from ..core.device import resolve_device
-from ..core.fourier import band_mask
 from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
 from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
+from .spectrum import spectral_filter
 
 __all__ = ["GridLDMPredictor", "Samples"]
 
@@ -184,7 +184,7 @@ class GridLDMPredictor:
         self._evaluator = PriorEvaluator(self.prior, numbers, cell, tuple(grid)).to(self.device)
         self._natoms = len(numbers)
         self._dV = abs(float(np.linalg.det(np.asarray(cell, float)))) / float(np.prod(grid))
-        self._band = self._band_for(cell, grid)
+        self._filter = self._filter_for(cell, grid, "mean")
         self._ops = symmetry_ops(np.asarray(cell, float), tuple(grid))
         if self.symmetry_average > len(self._ops):
             raise ModelMismatch(f"the cell has {len(self._ops)} symmetry operations of its grid; symmetry_average="
@@ -194,12 +194,12 @@ class GridLDMPredictor:
         self._setup = key
         self._past.clear()
 
-    def _band_for(self, cell: np.ndarray, grid: tuple[int, ...]) -> torch.Tensor | None:
-        """The plane waves a served density keeps (model.json's ``band_limit``, 1/A), or None."""
-        g_max = self.meta.get("band_limit")
-        if g_max is None:
-            return None
-        return torch.as_tensor(band_mask(np.asarray(cell, float), tuple(grid), float(g_max)), device=self.device)
+    def _filter_for(self, cell: np.ndarray, grid: tuple[int, ...], kind: str) -> torch.Tensor | None:
+        """The rfft weights a decoded density is served through: the data's band (model.json's
+        ``band_limit``, 1/A) times the decoder's spectral gain of ``kind`` ('mean' for served means
+        and the spread, 'sample' for sampled rollouts; :mod:`ase_ldm.gldm.spectrum`), or None."""
+        w = spectral_filter(self.meta.get("spectral_gain"), kind, cell, tuple(grid), self.meta.get("band_limit"))
+        return None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
 
     def reset(self) -> None:
         """Forget the observed history."""
@@ -265,7 +265,7 @@ class GridLDMPredictor:
         return torch.stack([d if op is None else op.inverse().grid(d) for op, d in zip(ops, dens)]).mean(0)
 
     def _density(self, u: torch.Tensor) -> torch.Tensor:
-        return served_density(self.model.decode(u), self._band, self.electrons_per_atom * self._natoms, self._dV)
+        return served_density(self.model.decode(u), self._filter, self.electrons_per_atom * self._natoms, self._dV)
 
     @torch.inference_mode()
     def predict(self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, grid: tuple[int, int, int],
@@ -342,7 +342,7 @@ class GridLDMPredictor:
                  seed: int, mode: str) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        band = self._band_for(self.cell, n.shape)
+        band = self._filter_for(self.cell, n.shape, "sample" if mode == "sample" else "mean")
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 

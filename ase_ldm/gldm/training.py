@@ -113,7 +113,8 @@ def _split(n: int, cfg: GldmTrainConfig) -> tuple[int, int]:
 
 def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: GldmTrainConfig | None = None, *,
                resume: bool = False, progress: bool = True, extra_data: Sequence[str | os.PathLike] = (),
-               stop_after: int | None = None, init_autoencoder: str | os.PathLike | None = None) -> dict[str, Any]:
+               stop_after: int | None = None, init_autoencoder: str | os.PathLike | None = None,
+               finetune: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a grid-latent diffusion model.
 
     Parameters
@@ -126,6 +127,10 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         ``resume`` continues on the same schedule as an uninterrupted run.
     init_autoencoder : a run directory (or shipped name) of this family whose trained autoencoder
         (and prior) this new run takes over, frozen: only the denoiser stage runs.
+    finetune : a run directory (or shipped name) of this family whose whole model (autoencoder,
+        prior, latent statistics, condition encoder and denoiser) this new run takes over; the
+        denoiser stage continues from its weights for ``denoiser_steps`` with this config (for
+        example with ``self_rollout``). The model settings must equal the source's.
 
     Returns
     -------
@@ -163,20 +168,27 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         parts.append((nt_e, pos_e))
     numbers, cell = attrs["numbers"], np.asarray(attrs["cell"], float)
     source = None
-    if init_autoencoder is not None:
+    if init_autoencoder is not None and finetune is not None:
+        raise InvalidInput("give init_autoencoder (a new denoiser) or finetune (the source's denoiser), not both")
+    init = finetune if finetune is not None else init_autoencoder
+    if init is not None:
         if resume:
-            raise InvalidInput("init_autoencoder starts a new run; resume without it")
+            raise InvalidInput("init_autoencoder and finetune start a new run; resume without them")
         from ..core.registry import model_dir
 
-        source = model_dir(init_autoencoder)
+        source = model_dir(init)
         src_meta = read_meta(source)
         if src_meta.get("kind") != GLDM_KIND:
-            raise InvalidInput(f"{init_autoencoder} is not a grid-latent diffusion run")
-        if from_dict(GldmConfig, src_meta["gldm_config"]).autoencoder != cfg.model.autoencoder:
-            raise InvalidInput(f"{init_autoencoder}'s autoencoder settings differ from this config's; use the same "
+            raise InvalidInput(f"{init} is not a grid-latent diffusion run")
+        src_cfg = from_dict(GldmConfig, src_meta["gldm_config"])
+        if src_cfg.autoencoder != cfg.model.autoencoder:
+            raise InvalidInput(f"{init}'s autoencoder settings differ from this config's; use the same "
                                "autoencoder block")
+        if finetune is not None and src_cfg != cfg.model:
+            raise InvalidInput(f"{init}'s model settings differ from this config's; a fine-tune keeps the model: "
+                               f"use its model block {asdict(src_cfg)}")
         if int(src_meta["epoch"]) < cfg.ae_epochs:
-            raise InvalidInput(f"{init_autoencoder} has not finished its autoencoder stage")
+            raise InvalidInput(f"{init} has not finished its autoencoder stage")
     if resume:
         prior = RadialPrior.from_dict(read_meta(run)["prior"])
     elif source is not None:
@@ -223,17 +235,24 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         done = int(meta["epoch"])
         history = list(meta.get("history", []))[:done]
         meta_base["spread_scale"] = meta.get("spread_scale")
+        for key in ("autoencoder_from", "finetuned_from"):
+            if key in meta:
+                meta_base[key] = meta[key]
         log.info("resuming %s at checkpoint %d", run, done)
     else:
         save_run_config(run, cfg, data_path, {"extra_data": extra_data})
-    if source is not None:  # the trained autoencoder and the transforms; the denoiser starts afresh
+    if source is not None:  # the trained autoencoder and the transforms (finetune: everything)
         from safetensors.torch import load_file
 
         theirs = load_file(str(source / src_meta["files"]["weights"]))
-        keep = {k: v for k, v in theirs.items() if k.startswith("autoencoder.") or k in ("log_mu", "log_sigma")}
-        model.load_state_dict(keep, strict=False)
+        if finetune is not None:
+            model.load_state_dict(theirs)
+            meta_base["finetuned_from"] = str(finetune)
+        else:
+            keep = {k: v for k, v in theirs.items() if k.startswith("autoencoder.") or k in ("log_mu", "log_sigma")}
+            model.load_state_dict(keep, strict=False)
         model.to(device)
-        meta_base["autoencoder_from"] = str(init_autoencoder)
+        meta_base["autoencoder_from"] = str(init)
         done = E
 
     bar = None
@@ -297,7 +316,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     model.eval()
     with torch.no_grad():
         z = torch.cat([ae.encode(model.to_x(data.nt[i:i + 32].to(device))) for i in range(0, len(data), 32)])
-        if done == E:  # first time: the latent statistics
+        if done == E and "finetuned_from" not in meta_base:  # first time: the latent statistics
             model.z_mean.copy_(z[torch.as_tensor(fit)].mean((0, 2, 3, 4)))
             model.z_std.copy_(z[torch.as_tensor(fit)].std((0, 2, 3, 4)))
         u = (z - model.z_mean[:, None, None, None]) / model.z_std[:, None, None, None]
@@ -318,6 +337,8 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         model.denoiser.train()
         g = rng.choice(fit, cfg.denoiser_batch)
         b = _batch(model, data, u, prior_dev, g, rng, cfg, device)
+        if cfg.self_rollout:
+            _push_forward(model, data, u, prior_dev, g, b, rng, cfg, device, electrons_per_atom * len(numbers))
         k = torch.as_tensor(rng.integers(1, model.schedule.steps + 1, len(g)), device=device)
         mean_level = torch.as_tensor(rng.random(len(g)) < cfg.mean_fraction, device=device)
         eps = torch.randn_like(b["target"])
@@ -353,9 +374,10 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
                 break
     if bar is not None:
         bar.close()
-    if step >= cfg.denoiser_steps and budget[0] >= 0:  # finished: the spread of the samples, calibrated
-        from .calibration import calibrate_spread
+    if step >= cfg.denoiser_steps and budget[0] >= 0:  # finished: the decoder's spectrum, then the spread
+        from .calibration import calibrate_spectrum, calibrate_spread
 
+        calibrate_spectrum(run, data_path, write=True)
         out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
         log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}
@@ -392,7 +414,34 @@ def _batch(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Ten
         past = past + cfg.history_noise * torch.randn_like(past)
     priors = torch.cat([prior[torch.as_tensor(g, device=device)][:, None], prior[hi]], dim=1)
     return {"target": u[torch.as_tensor(g, device=device)], "past": past, "priors": priors,
-            "has_past": has_past, "has_atoms": has_atoms}
+            "has_past": has_past, "has_atoms": has_atoms, "hist": hist, "reverse": reverse, "hidden": hidden}
+
+
+def _push_forward(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, g: np.ndarray,
+                  b: dict[str, Any], rng: np.random.Generator, cfg: GldmTrainConfig, device: torch.device,
+                  electrons: float) -> None:
+    """Self-rollout: for a ``cfg.self_rollout`` share of the samples with a full history, replace
+    the newest past latent by the model's own mean prediction of that step (no gradient), made
+    from the steps before it in the sample's mode (with or without atoms), decoded, served and
+    re-encoded as a rollout does. The target stays the converged step, so the denoiser learns to
+    correct what its own outputs carry into the next step."""
+    H = model.history
+    hist = b["hist"]
+    older = data.neighbour(g, H + 1, b["reverse"], b["hidden"])
+    inner = np.concatenate([hist[:, 1:], older[:, None]], axis=1)  # (B, H): the newest entry's history
+    sel = np.flatnonzero((rng.random(len(g)) < cfg.self_rollout) & (hist[:, 0] >= 0) & np.all(inner >= 0, axis=1))
+    if not len(sel):
+        return
+    s = torch.as_tensor(sel, device=device)
+    ii = torch.as_tensor(inner[sel], device=device)
+    priors = torch.cat([prior[torch.as_tensor(hist[sel, 0], device=device)][:, None], prior[ii]], dim=1)
+    with torch.no_grad():
+        cond = model.condition_tensors(u[ii], priors, torch.ones(len(sel), H, device=device), b["has_atoms"][s])
+        nt = served_density(model.decode(model.generate(*cond, mode="mean")), data.band, electrons, data.dV)
+        new = model.encode(nt)
+    if cfg.history_noise:
+        new = new + cfg.history_noise * torch.randn_like(new)
+    b["past"][s, 0] = new
 
 
 def _reconstruction(model: GridLDM, data: Trajectories, frames: np.ndarray, device: torch.device) -> float:

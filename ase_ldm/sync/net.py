@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.conv import circular_conv3d
 from ..core.extrapolation import weight_table
 from ..core.fourier import coarse_grid, fourier_resample
 from ..errors import InvalidInput
@@ -77,22 +78,6 @@ def sample_at_atoms(feat: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
         vals = torch.gather(flat, 2, lin[:, None, :].expand(B, C, -1))  # (B, C, Na)
         out = out + w[..., None].to(feat.dtype) * vals.transpose(1, 2)
     return out
-
-
-def circular_conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a circular-padded 3x3x3 convolution, through oneDNN when inferring on a CPU.
-
-    For a batch of one on one thread PyTorch picks its reference kernel (``slow_conv3d``), about
-    3 x slower than oneDNN for these layers (measured: 8.8 against 3.0 ms for 32 channels on a
-    15^3 grid, BENCHMARKS.md); without gradients on a CPU the oneDNN kernel is called directly.
-    Training (gradients on) and other devices take ``conv`` as it is.
-    """
-    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
-            or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled):
-        return conv(x)
-    pad = [p for p in reversed(conv.padding) for _ in range(2)]
-    return torch.ops.aten.mkldnn_convolution(F.pad(x, pad, mode="circular").contiguous(), conv.weight, conv.bias,
-                                             [0, 0, 0], list(conv.stride), list(conv.dilation), conv.groups)
 
 
 class _Block(nn.Module):

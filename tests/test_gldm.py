@@ -403,3 +403,45 @@ def test_finetune_with_self_rollout(recorded_long, trained_gldm, tmp_path, monke
         training.train_gldm(recorded_long, tmp_path / "y", cfg, progress=False, finetune=run, init_autoencoder=run)
     with pytest.raises(InvalidInput, match="self_rollout"):
         training.train_gldm(recorded_long, tmp_path / "z", tiny_gldm_config(self_rollout=1.0), progress=False)
+
+
+def test_latent_thermostat(trained_gldm, recorded_long, tmp_path):
+    """The rollout's thermostat: Berendsen rescaling of each step's latent change toward the
+    training data's RMS latent speed, which training calibrates; refused without a calibration."""
+    import shutil
+
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.gldm.calibration import calibrate_latent_speed
+    from ase_ldm.gldm.predictor import thermostatted
+
+    torch.manual_seed(0)
+    last, v = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
+    v[1] *= 5
+    rms = lambda x: x.pow(2).mean(dim=(1, 2, 3, 4)).sqrt()  # noqa: E731
+    torch.testing.assert_close(rms(thermostatted(last + v, last, 0.3, 1.0) - last), torch.full((2,), 0.3))
+    slow = rms(thermostatted(last + v, last, 0.3, 4.0) - last)  # tau 4: a quarter of the way (in s^2)
+    torch.testing.assert_close(slow ** 2, rms(v) ** 2 + (0.3 ** 2 - rms(v) ** 2) / 4)
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_gldm[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    model = load(run, device="cpu")
+    with open_dataset(recorded_long) as ds:
+        lo, hi = meta["train_frames"]
+        with torch.no_grad():
+            u = model.model.encode(torch.as_tensor(ds.nt_range(lo, hi).sum(1), dtype=torch.float32))
+        n0, n1 = ds.nt(10).sum(0), ds.nt(11).sum(0)
+    assert meta["latent_speed"] == pytest.approx(float(rms(u[1:] - u[:-1]).mean()), rel=1e-5)
+    assert calibrate_latent_speed(run, recorded_long)["latent_speed"] == pytest.approx(meta["latent_speed"])
+    on = np.concatenate(list(model.rollout(n0, n1, 3, seed=0)))
+    off = np.concatenate(list(model.rollout(n0, n1, 3, seed=0, thermostat=None)))
+    assert on.shape == off.shape == (3, *n0.shape) and not np.allclose(on, off)
+    for bad in (0.5, True, "fast"):
+        with pytest.raises(InvalidInput, match="thermostat"):
+            model.rollout(n0, n1, 3, thermostat=bad)
+    del meta["latent_speed"]
+    (run / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidInput, match="latent_speed"):
+        load(run, device="cpu").rollout(n0, n1, 3)
+    assert len(list(load(run, device="cpu").rollout(n0, n1, 2, thermostat=None))) == 2

@@ -4,6 +4,8 @@
   on reconstructions of training frames. Run it first: the served mean, and so the spread's
   calibration, depend on it.
 - :func:`calibrate_spread`: the spread of the samples against the errors.
+- :func:`calibrate_latent_speed`: the training data's RMS latent change per step, the target of
+  the autonomous rollout's thermostat (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.rollout`).
 
 The spread of K samples (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.predict_samples`) is
 multiplied by one factor per history length, fitted on the validation frames the model never
@@ -23,7 +25,7 @@ import numpy as np
 from ..data.atomic import write_text_atomic
 from ..errors import InvalidInput
 
-__all__ = ["calibrate_spectrum", "calibrate_spread"]
+__all__ = ["calibrate_latent_speed", "calibrate_spectrum", "calibrate_spread"]
 
 
 def _write_meta(model: str | os.PathLike, out: dict[str, Any]) -> None:
@@ -76,6 +78,43 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
 
         gain = fit_spectral_gain(pairs(), cell, pred.meta["band_limit"], frames.tolist())
     out = {"spectral_gain": gain}
+    if write:
+        _write_meta(model, out)
+    return out
+
+
+def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *, write: bool = False
+                           ) -> dict[str, Any]:
+    """Fit ``latent_speed``: the RMS change of the standardised latent from one training frame of
+    ``data`` to the next (frames ``train_frames`` of model.json, one trajectory), averaged over
+    the steps.
+
+    Parameters
+    ----------
+    model : run directory or shipped name (grid-latent diffusion family)
+    data : the dataset the model trained on
+    write : store ``latent_speed`` in the model's model.json
+    """
+    import torch
+
+    from ..data.store import open_dataset
+    from .predictor import GridLDMPredictor
+
+    pred = GridLDMPredictor.load(model, device="cpu")
+    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+    speeds = []
+    with open_dataset(data) as ds:
+        if hi > len(ds) or hi - lo < 2:
+            raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
+        last = None
+        for a in range(lo, hi, 32):
+            with torch.inference_mode():
+                u = pred.model.encode(torch.as_tensor(ds.nt_range(a, min(a + 32, hi)).sum(1), dtype=torch.float32))
+            if last is not None:
+                u = torch.cat([last, u])
+            speeds.append((u[1:] - u[:-1]).pow(2).mean(dim=(1, 2, 3, 4)).sqrt())
+            last = u[-1:]
+    out = {"latent_speed": float(torch.cat(speeds).mean())}
     if write:
         _write_meta(model, out)
     return out

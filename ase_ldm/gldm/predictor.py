@@ -40,7 +40,7 @@ from .model import GridLDM, served_density
 from .nets import latent_grid
 from .spectrum import spectral_filter
 
-__all__ = ["GridLDMPredictor", "Samples"]
+__all__ = ["GridLDMPredictor", "Samples", "thermostatted"]
 
 SAMPLERS = ("ddim", "ddpm")
 #: the sampler the spread is calibrated with and :meth:`GridLDMPredictor.predict_samples` uses
@@ -65,6 +65,15 @@ class Samples:
     std_R: np.ndarray
     spread: float
     samples: np.ndarray
+
+
+def thermostatted(new: torch.Tensor, last: torch.Tensor, speed: float, tau: float) -> torch.Tensor:
+    """``last + lam v`` for the latent change ``v = new - last`` (B, C, n1, n2, n3), with the
+    Berendsen factor lam = sqrt(1 + (speed^2 / s^2 - 1) / tau) per chain, s = RMS of v."""
+    v = new - last
+    s2 = v.pow(2).mean(dim=tuple(range(1, v.ndim)), keepdim=True).clamp(min=1e-20)
+    lam = (1 + (speed**2 / s2 - 1) / tau).clamp(min=0).sqrt()
+    return last + lam * v
 
 
 class GridLDMPredictor:
@@ -318,14 +327,28 @@ class GridLDMPredictor:
         self.sampler, self.sampler_steps = sampler, int(steps)
 
     def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
-                n_steps: int = 20, seed: int = 0, mode: str = "sample") -> Iterator[np.ndarray]:
+                n_steps: int = 20, seed: int = 0, mode: str = "sample",
+                thermostat: float | None = 1.0) -> Iterator[np.ndarray]:
         """The paper's autonomous rollout on the training system, without atoms.
 
         Starts from two converged densities ``n_prev``, ``n`` (N1, N2, N3) e/A^3; each step
         generates the next latent of each of ``samples`` independent chains from their own last
         latents (``mode`` 'sample': with ``sampler``; 'mean': the mean mode) and decodes it. Yields
         (samples, N1, N2, N3) e/A^3 per step. The observed history is left untouched.
+
+        ``thermostat``: time constant tau (steps) of the latent thermostat. Left alone, a chain
+        speeds up (each step's change of the latent, carried into the next by the linear base,
+        grows) until it moves 2-3x faster than the AIMD. Like a Berendsen thermostat on the
+        kinetic energy, each step's latent change v from the newest past latent is scaled by
+        ``sqrt(1 + (s0^2 / s^2 - 1) / tau)``, where s is its RMS and s0 the training data's RMS
+        latent change per step (model.json's ``latent_speed``). 1: every step at s0; None: off.
         """
+        if thermostat is not None:
+            if isinstance(thermostat, bool) or not isinstance(thermostat, (int, float)) or not thermostat >= 1:
+                raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None; got {thermostat!r}")
+            if not float(self.meta.get("latent_speed") or 0) > 0:
+                raise InvalidInput(f"{self.name} has no calibrated latent_speed for the thermostat; fit it with "
+                                   "ase_ldm.gldm.calibration.calibrate_latent_speed or roll out with thermostat=None")
         if mode not in ("sample", "mean"):
             raise InvalidInput(f"rollout mode must be 'sample' or 'mean', got {mode!r}")
         if sampler not in SAMPLERS:
@@ -336,10 +359,11 @@ class GridLDMPredictor:
         if n_prev.shape != n.shape or n.ndim != 3 or not (np.all(np.isfinite(n)) and np.all(np.isfinite(n_prev))):
             raise InvalidInput(f"a rollout starts from two finite densities of one grid, got {n_prev.shape}, {n.shape}")
         self.check_setup(self.numbers, self.cell, n.shape)
-        return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode)
+        return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode,
+                             None if thermostat is None else float(thermostat))
 
     def _rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, B: int, sampler: str, n_steps: int,
-                 seed: int, mode: str) -> Iterator[np.ndarray]:
+                 seed: int, mode: str, tau: float | None) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
         band = self._filter_for(self.cell, n.shape, "sample" if mode == "sample" else "mean")
@@ -365,6 +389,8 @@ class GridLDMPredictor:
                     new = self.model.generate(*cond, mode="mean")
                 else:
                     new = self.model.generate(*cond, mode=sampler, n_steps=n_steps, generator=gen)
+                if tau is not None:
+                    new = thermostatted(new, past[0], float(self.meta["latent_speed"]), tau)
                 nt = density(new)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]

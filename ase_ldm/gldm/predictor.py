@@ -345,7 +345,8 @@ class GridLDMPredictor:
         """
         if thermostat is not None:
             if isinstance(thermostat, bool) or not isinstance(thermostat, (int, float)) or not thermostat >= 1:
-                raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None; got {thermostat!r}")
+                raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None; "
+                                   f"got {thermostat!r}")
             if not float(self.meta.get("latent_speed") or 0) > 0:
                 raise InvalidInput(f"{self.name} has no calibrated latent_speed for the thermostat; fit it with "
                                    "ase_ldm.gldm.calibration.calibrate_latent_speed or roll out with thermostat=None")

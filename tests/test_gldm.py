@@ -445,3 +445,25 @@ def test_latent_thermostat(trained_gldm, recorded_long, tmp_path):
     with pytest.raises(InvalidInput, match="latent_speed"):
         load(run, device="cpu").rollout(n0, n1, 3)
     assert len(list(load(run, device="cpu").rollout(n0, n1, 2, thermostat=None))) == 2
+
+
+def test_rollout_cli_thermostat(trained_gldm, recorded_long, tmp_path):
+    """ase-ldm rollout of a grid-latent model: thermostatted by default, --thermostat TAU and
+    --no-thermostat change the chain, and the choice is stored with the output."""
+    from ase_ldm.cli.main import main
+
+    run, _ = trained_gldm
+    outs = {}
+    for name, extra in (("default", []), ("tau2", ["--thermostat", "2"]), ("off", ["--no-thermostat"])):
+        out = tmp_path / f"{name}.h5"
+        assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "3",
+                     "--sampler-steps", "4", "-o", str(out), *extra]) == 0
+        with open_dataset(out) as ds:
+            outs[name] = np.stack([ds.nt(i) for i in range(len(ds))])
+            if name == "off":
+                assert ds.attrs["rollout_thermostat"] == "none"
+    assert outs["default"].shape == (3, 1, *outs["off"].shape[2:])
+    assert not np.allclose(outs["default"], outs["off"]) and not np.allclose(outs["default"], outs["tau2"])
+    assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
+                 "--thermostat", "0.5", "-o", str(tmp_path / "bad.h5")]) == 2
+    assert not (tmp_path / "bad.h5").exists()

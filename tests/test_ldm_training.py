@@ -89,6 +89,10 @@ def test_train_rollout_evaluate_cli(trained, synthetic_long, tmp_path, capsys):
     assert main(["rollout", str(tmp_path), "--init", str(synthetic_long), "--frame", "3", "--steps", "1",
                  "-o", str(tmp_path / "x.h5")]) == 2
     assert "pretrained" in capsys.readouterr().err
+    # the paper's model has no latent thermostat: the option is refused before anything is written
+    assert main(["rollout", str(run), "--init", str(synthetic_long), "--frame", "10", "--steps", "1",
+                 "--thermostat", "2", "-o", str(tmp_path / "t.h5")]) == 2
+    assert "no option 'thermostat'" in capsys.readouterr().err and not (tmp_path / "t.h5").exists()
 
 
 @pytest.mark.slow

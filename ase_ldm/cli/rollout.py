@@ -32,6 +32,11 @@ class CLICommand:
         p.add_argument("--device", default="auto")
         p.add_argument("-o", "--output", required=True, help="output dataset (.h5)")
         p.add_argument("--force", action="store_true", help="replace existing outputs")
+        therm = p.add_mutually_exclusive_group()
+        therm.add_argument("--thermostat", type=float, metavar="TAU",
+                           help="grid-latent models: time constant (steps) of the latent thermostat (default 1)")
+        therm.add_argument("--no-thermostat", action="store_true",
+                           help="grid-latent models: let the chain run at its own pace")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -40,7 +45,9 @@ class CLICommand:
         check_rollout_args(args.steps, args.samples, args.sampler_steps if args.sampler == "ddim" else None)
         paths = rollout_to_datasets(args.model, args.init, args.frame, args.steps, args.output,
                                     samples=args.samples, sampler=args.sampler, n_steps=args.sampler_steps,
-                                    seed=args.seed, device=args.device, overwrite=args.force, progress=True)
+                                    seed=args.seed, device=args.device, overwrite=args.force, progress=True,
+                                    options=({"thermostat": None} if args.no_thermostat else
+                                             {"thermostat": args.thermostat} if args.thermostat is not None else {}))
         for p in paths:
             print(f"{p}: {args.steps} generated frames")
         return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +71,11 @@ def _check_fits(sur: DensityModel, ds: DensityDataset, init: str | os.PathLike, 
 def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame: int, steps: int,
                         output: str | os.PathLike, *, samples: int = 1, sampler: str = "ddim", n_steps: int = 20,
                         seed: int = 0, device: str = "auto", overwrite: bool = False,
-                        progress: bool = False) -> list[Path]:
+                        progress: bool = False, options: dict[str, Any] | None = None) -> list[Path]:
     """Roll ``model`` out for ``steps`` frames from frames (frame-1, frame) of ``init``.
+
+    ``options``: further keywords of the model's own ``rollout`` (e.g. the grid-latent model's
+    ``thermostat``); a model without such a keyword is refused before anything is written.
 
     ``frame`` counts from 0, or from the end when negative; it must leave a previous frame.
     Returns the written dataset paths (one per sample). Outputs are written under unique
@@ -98,22 +103,29 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
             raise ModelMismatch(f"{model} does not generate autonomous rollouts; use a latent diffusion model "
                                 "(e.g. li16-800K)")
         _check_fits(sur, ds, init, i)
+        options = dict(options or {})
+        takes = inspect.signature(sur.rollout).parameters
+        for key in options:
+            if key not in takes or key in ("n_prev", "n", "steps", "samples", "sampler", "n_steps", "seed"):
+                raise InvalidInput(f"{model}'s rollout takes no option {key!r}")
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
                  "timestep_fs": sur.timestep_fs, "positions_note": "atoms not modelled: positions copied from "
-                 "the init dataset at the same time where it has that frame, else from the initial frame"}
+                 "the init dataset at the same time where it has that frame, else from the initial frame",
+                 **{f"rollout_{k}": ("none" if v is None else v) for k, v in options.items()}}
         with ExitStack() as stack:
             tmp = [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
             writers = [stack.enter_context(DensityWriter(t, overwrite=True, lock=False, name=p,
                                                          attrs={**attrs, "sample": k}))
                        for k, (t, p) in enumerate(zip(tmp, paths))]
             _generate(sur, ds, i, steps, writers, samples=samples, sampler=sampler, n_steps=n_steps, seed=seed,
-                      progress=progress)
+                      progress=progress, options=options)
     return paths
 
 
 def _generate(sur: DensityModel, ds: DensityDataset, i: int, steps: int, writers: list[DensityWriter], *,
-              samples: int, sampler: str, n_steps: int, seed: int, progress: bool) -> None:
+              samples: int, sampler: str, n_steps: int, seed: int, progress: bool,
+              options: dict[str, Any]) -> None:
     """Run the rollout from frames (i-1, i) of ``ds`` and append each step's densities to ``writers``."""
     first = ds.frame(i)
     n_prev, n = ds.nt(i - 1).sum(0), ds.nt(i).sum(0)
@@ -125,7 +137,7 @@ def _generate(sur: DensityModel, ds: DensityDataset, i: int, steps: int, writers
         bar = tqdm(total=steps, desc="rollout", unit="frame")
     try:
         for step, n_batch in enumerate(sur.rollout(n_prev, n, steps, samples=samples, sampler=sampler,
-                                                   n_steps=n_steps, seed=seed), start=1):
+                                                   n_steps=n_steps, seed=seed, **options), start=1):
             t = float(times[i] + step * sur.timestep_fs)
             j = i + step
             src = ds.frame(j) if j < len(ds) and abs(times[j] - t) < 1e-6 else first

@@ -39,3 +39,17 @@ def test_circular_module_is_a_conv3d(k, stride, pad):
     y = mod(x.requires_grad_())
     y.sum().backward()
     assert x.grad is not None and torch.equal(y, ref(x))
+
+
+def test_the_fast_path_runs_and_other_paddings_fall_back():
+    """On this CPU inference takes oneDNN (so the comparisons above test it); 'same' padding works,
+    and a zero-padded convolution is not turned circular."""
+    from ase_ldm.core.conv import _fast_path
+
+    x = torch.randn(1, 3, 8, 8, 8)
+    with torch.no_grad():
+        assert _fast_path(x) == (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+        same = nn.Conv3d(3, 2, 3, padding="same", padding_mode="circular")
+        torch.testing.assert_close(circular_conv3d(same, x), same(x), rtol=1e-5, atol=1e-5)
+        zeros = nn.Conv3d(3, 2, 3, padding=1)
+        assert torch.equal(circular_conv3d(zeros, x), zeros(x))

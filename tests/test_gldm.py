@@ -317,7 +317,10 @@ def test_spectral_gain_recovers_a_known_filter(recorded_long):
     # a shell holds |G| within w / 2 of its knot, so 1/h is averaged over the shell: within 15 %
     np.testing.assert_allclose(np.array(gain["mean"])[inside], want[inside], rtol=0.15)
     np.testing.assert_allclose(np.array(gain["sample"])[inside], want[inside], rtol=0.15)
-    assert all(g == 1.0 for g, k in zip(gain["mean"], knots) if k >= limit) and gain["frames"] == [0, 3, 6, 9]
+    # every shell with plane waves of the band is fitted (the edge shell too); beyond, the edge's gain
+    edge = int(np.rint(kabs[kabs < limit].max() / w))
+    assert all(g == gain["mean"][edge] for g in gain["mean"][edge:]) and gain["frames"] == [0, 3, 6, 9]
+    assert gain["mean"][edge] == pytest.approx(min(2.0, 1 + (kabs[kabs < limit].max() / 8.0) ** 2), rel=0.3)
     # the filter: the band mask times the gain interpolated in |G|, on this cell and on a supercell
     f = spectral_filter(gain, "mean", cell, grid, limit)
     assert np.array_equal(f == 0, ~band_mask(cell, grid, limit))
@@ -368,13 +371,25 @@ def test_finetune_with_self_rollout(recorded_long, trained_gldm, tmp_path, monke
     trains only the denoiser; with self_rollout, part of each batch's newest history is replaced
     by the model's own served, re-encoded prediction of that step."""
     import dataclasses
+    import hashlib
+    import shutil
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     import ase_ldm.gldm.training as training
     from ase_ldm.errors import InvalidInput
 
-    run, _ = trained_gldm
+    src, _ = trained_gldm
+    run = tmp_path / "src"
+    shutil.copytree(src, run)
+    # distinct latent statistics in the source: a fine-tune must keep them, not recompute them
+    wfile = next(run.glob("weights-*.safetensors"))
+    w = load_file(str(wfile))
+    w["z_mean"], w["z_std"] = w["z_mean"] + 0.25, w["z_std"] * 1.5
+    save_file(w, str(wfile))
+    meta = json.loads((run / "model.json").read_text())
+    meta["files"]["weights_sha256"] = hashlib.sha256(wfile.read_bytes()).hexdigest()
+    (run / "model.json").write_text(json.dumps(meta))
     replaced = []
     original = training._push_forward
 
@@ -403,6 +418,13 @@ def test_finetune_with_self_rollout(recorded_long, trained_gldm, tmp_path, monke
         training.train_gldm(recorded_long, tmp_path / "y", cfg, progress=False, finetune=run, init_autoencoder=run)
     with pytest.raises(InvalidInput, match="self_rollout"):
         training.train_gldm(recorded_long, tmp_path / "z", tiny_gldm_config(self_rollout=1.0), progress=False)
+    with pytest.raises(InvalidInput, match="another split"):  # the source's validation frames would leak
+        training.train_gldm(recorded_long, tmp_path / "s", tiny_gldm_config(test_fraction=0.4), progress=False,
+                            finetune=run)
+    with pytest.raises(InvalidInput, match="no denoiser yet"):
+        ae_only = tmp_path / "ae_only"
+        training.train_gldm(recorded_long, ae_only, tiny_gldm_config(), progress=False, stop_after=20)
+        training.train_gldm(recorded_long, tmp_path / "t", cfg, progress=False, finetune=ae_only)
 
 
 def test_latent_thermostat(trained_gldm, recorded_long, tmp_path):

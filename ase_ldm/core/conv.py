@@ -28,16 +28,17 @@ def circular_conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     conv : nn.Conv3d
-        A convolution with ``padding_mode='circular'`` (or no padding).
+        Any 3D convolution; the oneDNN path serves those with ``padding_mode='circular'`` or no
+        padding, the others run as they are.
     x : (B, C_in, N1, N2, N3) tensor
 
     Returns
     -------
     (B, C_out, M1, M2, M3) tensor, equal to ``conv(x)`` to float32 round-off.
     """
-    if not _fast_path(x):
+    pad = list(conv._reversed_padding_repeated_twice)
+    if not _fast_path(x) or (any(pad) and conv.padding_mode != "circular"):
         return conv(x)
-    pad = [p for p in reversed(conv.padding) for _ in range(2)]
     if any(pad):
         x = F.pad(x, pad, mode="circular")
     return torch.ops.aten.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, [0, 0, 0],

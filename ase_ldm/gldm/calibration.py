@@ -64,6 +64,7 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
             raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
         frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
         cell, grid = ds.cell(0), ds.grid
+        pred.check_setup(ds.numbers, cell, grid)
         natoms = len(ds.numbers)
         band = torch.as_tensor(spectral_filter(None, "mean", cell, grid, pred.meta["band_limit"]), dtype=torch.float32)
         dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
@@ -106,6 +107,7 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
     with open_dataset(data) as ds:
         if hi > len(ds) or hi - lo < 2:
             raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
+        pred.check_setup(ds.numbers, ds.cell(0), ds.grid)
         last = None
         for a in range(lo, hi, 32):
             with torch.inference_mode():

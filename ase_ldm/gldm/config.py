@@ -95,9 +95,11 @@ class GldmTrainConfig:
         Standard deviation of noise added to the past latents (standardised units), so the
         denoiser tolerates its own outputs in a rollout.
     self_rollout : float
-        Share of the samples whose newest past latent is the model's own mean prediction of that
-        step (no gradient; decoded, served and re-encoded as in a rollout), so the denoiser learns
-        to correct what its own outputs carry forward. 0: off.
+        Probability that a sample's newest past latent is replaced by the model's own mean
+        prediction of that step (no gradient; decoded, served and re-encoded as in a rollout), so
+        the denoiser learns to correct what its own outputs carry forward. Only samples whose
+        history is full and continues one more step qualify (about a third with the defaults).
+        0: off.
     test_fraction : float
         Last fraction of the main dataset's frames held out (split by time).
     seed : int

@@ -18,6 +18,7 @@ prediction is scaled to the training data's electrons per atom.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -344,10 +345,12 @@ class GridLDMPredictor:
         latent change per step (model.json's ``latent_speed``). 1: every step at s0; None: off.
         """
         if thermostat is not None:
-            if isinstance(thermostat, bool) or not isinstance(thermostat, (int, float)) or not thermostat >= 1:
+            if isinstance(thermostat, (bool, np.bool_)) or not isinstance(thermostat, numbers.Real) \
+                    or not thermostat >= 1:
                 raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None; "
                                    f"got {thermostat!r}")
-            if not float(self.meta.get("latent_speed") or 0) > 0:
+            speed = self.meta.get("latent_speed")
+            if not (isinstance(speed, numbers.Real) and speed > 0):
                 raise InvalidInput(f"{self.name} has no calibrated latent_speed for the thermostat; fit it with "
                                    "ase_ldm.gldm.calibration.calibrate_latent_speed or roll out with thermostat=None")
         if mode not in ("sample", "mean"):

@@ -12,7 +12,8 @@ autoencoder's reconstructions of training frames :math:`x \to \hat x`:
   statistics).
 
 Both are clipped (``mean`` to [0, 2], ``sample`` to [0, 4]) and applied only inside the data's
-plane-wave band (``band_limit``). The gains are a function of :math:`|G|` (knots every
+plane-wave band (``band_limit``); every shell holding plane waves of the band is fitted, the
+edge shell included, and the gain is held beyond it. The gains are a function of :math:`|G|` (knots every
 ``shell_width`` 1/A), so they serve any cell with the training grid spacing.
 
 Stored in model.json as ``spectral_gain``: ``{"shell_width": w, "mean": [...], "sample": [...],
@@ -57,7 +58,7 @@ def fit_spectral_gain(pairs: Iterable[tuple[np.ndarray, np.ndarray]], cell: np.n
     cell : (3, 3) Angstrom.
     band_limit : float
         The data's band, 1/A; the gains are 1 outside it (where the served density is zero).
-    frames : the frame indices, recorded with the fit.
+    frames : the frame indices, recorded with the fit (without them: the number of pairs).
 
     Returns
     -------
@@ -76,7 +77,8 @@ def fit_spectral_gain(pairs: Iterable[tuple[np.ndarray, np.ndarray]], cell: np.n
             grid = x.shape
             kabs = np.linalg.norm(reciprocal_grid(cell, x.shape), axis=-1)
             shell = np.rint(kabs / width).astype(np.int64).ravel()
-            weights = np.broadcast_to(_half_weights(x.shape), kabs.shape).ravel()
+            # only the band's plane waves count: the served density has nothing outside it
+            weights = (np.broadcast_to(_half_weights(x.shape), kabs.shape) * (kabs < band_limit)).ravel()
             ns = int(shell.max()) + 1
             num, den, power = np.zeros(ns), np.zeros(ns), np.zeros(ns)
         elif x.shape != grid:
@@ -88,13 +90,19 @@ def fit_spectral_gain(pairs: Iterable[tuple[np.ndarray, np.ndarray]], cell: np.n
         n += 1
     if n == 0:
         raise InvalidInput("no frames to fit the spectral gain to")
-    k = np.arange(len(num)) * width
-    inside = (k < band_limit) & (den > 1e-12 * den.max())
+    # a shell is fitted where it holds plane waves of the band (its edge shell only partly)
+    in_band = np.bincount(shell, weights, ns) > 0
+    inside = in_band & (den > 0)
     inside[0] = False  # the mean density: the count normalisation fixes it
+    if not inside.any():
+        raise InvalidInput(f"no shell of |G| inside the band {band_limit} 1/A holds power to fit")
+    last = int(np.flatnonzero(inside)[-1])
     gains = {}
     d = np.where(inside, den, 1.0)
     for kind, g in (("mean", num / d), ("sample", np.sqrt(power / d))):
-        gains[kind] = np.where(inside, np.clip(g, *_CLIP[kind]), 1.0).round(6).tolist()
+        g = np.where(inside, np.clip(g, *_CLIP[kind]), 1.0)
+        g[last + 1:] = g[last]  # beyond the band the mask zeroes the density; hold the edge's gain
+        gains[kind] = g.round(6).tolist()
     return {"shell_width": width, **gains, "frames": list(frames) if frames is not None else n}
 
 
@@ -123,5 +131,5 @@ def spectral_filter(gain: dict[str, Any] | None, kind: str, cell: np.ndarray, gr
         raise CheckpointError("model.json's spectral_gain is damaged; refit it with "
                               "ase_ldm.gldm.calibration.calibrate_spectrum")
     kabs = np.linalg.norm(reciprocal_grid(cell, tuple(grid)), axis=-1)
-    return out * np.interp(kabs / width, np.arange(len(g)), g, right=1.0)
+    return out * np.interp(kabs / width, np.arange(len(g)), g, right=g[-1])
 

@@ -37,6 +37,7 @@ from ..sync.symmetry import symmetry_ops
 from .config import GldmConfig, GldmTrainConfig, check_train_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
+from .spectrum import spectral_filter
 
 __all__ = ["GLDM_KIND", "Trajectories", "train_gldm", "relative_l1"]
 
@@ -187,8 +188,20 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         if finetune is not None and src_cfg != cfg.model:
             raise InvalidInput(f"{init}'s model settings differ from this config's; a fine-tune keeps the model: "
                                f"use its model block {asdict(src_cfg)}")
-        if int(src_meta["epoch"]) < cfg.ae_epochs:
+        src_ae_epochs = int(src_meta.get("train_config", {}).get("ae_epochs", cfg.ae_epochs))
+        if int(src_meta["epoch"]) < src_ae_epochs:
             raise InvalidInput(f"{init} has not finished its autoencoder stage")
+        if finetune is not None and int(src_meta["epoch"]) <= src_ae_epochs:
+            raise InvalidInput(f"{init} has no denoiser yet (it stopped after its autoencoder stage); fine-tune a "
+                               "run whose denoiser has trained, or start one with init_autoencoder")
+        # the source must not have trained on what this run validates on
+        ours = {"train_frames": [0, n_fit], "val_frames": [n_fit, n_train],
+                "extra_data": [len(p[0]) for p in parts[1:]]}
+        theirs = {"train_frames": src_meta.get("train_frames"), "val_frames": src_meta.get("val_frames"),
+                  "extra_data": [int(e["frames"]) for e in src_meta.get("extra_data", [])]}
+        if ours != theirs:
+            raise InvalidInput(f"{init} was trained on another split ({theirs}) than this run's ({ours}); use its "
+                               "data, extra data and test_fraction, or its validation frames leak into this run's")
     if resume:
         prior = RadialPrior.from_dict(read_meta(run)["prior"])
     elif source is not None:
@@ -235,7 +248,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         done = int(meta["epoch"])
         history = list(meta.get("history", []))[:done]
         meta_base["spread_scale"] = meta.get("spread_scale")
-        for key in ("autoencoder_from", "finetuned_from"):
+        for key in ("autoencoder_from", "finetuned_from", "spectral_gain"):
             if key in meta:
                 meta_base[key] = meta[key]
         log.info("resuming %s at checkpoint %d", run, done)
@@ -248,12 +261,18 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         if finetune is not None:
             model.load_state_dict(theirs)
             meta_base["finetuned_from"] = str(finetune)
+            if src_meta.get("spectral_gain") is not None:  # the same decoder: its gain holds until refitted
+                meta_base["spectral_gain"] = src_meta["spectral_gain"]
         else:
             keep = {k: v for k, v in theirs.items() if k.startswith("autoencoder.") or k in ("log_mu", "log_sigma")}
             model.load_state_dict(keep, strict=False)
         model.to(device)
         meta_base["autoencoder_from"] = str(init)
         done = E
+
+    # how self-rollout serves the model's own predictions: as a rollout does (a fine-tune has the gain)
+    data.serve = torch.as_tensor(spectral_filter(meta_base.get("spectral_gain"), "mean", cell, tuple(attrs["grid"]),
+                                                 meta_base["band_limit"]), dtype=torch.float32, device=device)
 
     bar = None
     if progress:
@@ -421,11 +440,13 @@ def _batch(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Ten
 def _push_forward(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: torch.Tensor, g: np.ndarray,
                   b: dict[str, Any], rng: np.random.Generator, cfg: GldmTrainConfig, device: torch.device,
                   electrons: float) -> None:
-    """Self-rollout: for a ``cfg.self_rollout`` share of the samples with a full history, replace
-    the newest past latent by the model's own mean prediction of that step (no gradient), made
-    from the steps before it in the sample's mode (with or without atoms), decoded, served and
-    re-encoded as a rollout does. The target stays the converged step, so the denoiser learns to
-    correct what its own outputs carry into the next step."""
+    """Self-rollout: for a ``cfg.self_rollout`` share of the samples whose history is full and
+    continues for one more step (about a third of all samples with H = 2 and drop_history 0.3),
+    replace the newest past latent by the model's own mean prediction of that step (no
+    gradient), made from the steps before it in the sample's mode (with or without atoms),
+    decoded, served (band and, in a fine-tune, the source's spectral gain) and re-encoded as a
+    rollout does. The target stays the converged step, so the denoiser learns to correct what
+    its own outputs carry into the next step."""
     H = model.history
     hist = b["hist"]
     older = data.neighbour(g, H + 1, b["reverse"], b["hidden"])
@@ -438,7 +459,7 @@ def _push_forward(model: GridLDM, data: Trajectories, u: torch.Tensor, prior: to
     priors = torch.cat([prior[torch.as_tensor(hist[sel, 0], device=device)][:, None], prior[ii]], dim=1)
     with torch.no_grad():
         cond = model.condition_tensors(u[ii], priors, torch.ones(len(sel), H, device=device), b["has_atoms"][s])
-        nt = served_density(model.decode(model.generate(*cond, mode="mean")), data.band, electrons, data.dV)
+        nt = served_density(model.decode(model.generate(*cond, mode="mean")), data.serve, electrons, data.dV)
         new = model.encode(nt)
     if cfg.history_noise:
         new = new + cfg.history_noise * torch.randn_like(new)

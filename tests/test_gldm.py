@@ -482,8 +482,7 @@ def test_rollout_cli_thermostat(trained_gldm, recorded_long, tmp_path):
                      "--sampler-steps", "4", "-o", str(out), *extra]) == 0
         with open_dataset(out) as ds:
             outs[name] = np.stack([ds.nt(i) for i in range(len(ds))])
-            if name == "off":
-                assert ds.attrs["rollout_thermostat"] == "none"
+            assert ds.attrs["rollout_thermostat"] == {"default": 1.0, "tau2": 2.0, "off": "none"}[name]
     assert outs["default"].shape == (3, 1, *outs["off"].shape[2:])
     assert not np.allclose(outs["default"], outs["off"]) and not np.allclose(outs["default"], outs["tau2"])
     assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",

@@ -105,14 +105,18 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
         _check_fits(sur, ds, init, i)
         options = dict(options or {})
         takes = inspect.signature(sur.rollout).parameters
+        standard = ("self", "n_prev", "n", "steps", "samples", "sampler", "n_steps", "seed")
         for key in options:
-            if key not in takes or key in ("n_prev", "n", "steps", "samples", "sampler", "n_steps", "seed"):
+            if key not in takes or key in standard:
                 raise InvalidInput(f"{model}'s rollout takes no option {key!r}")
+        # provenance: the further options of the model's rollout, as given or by their (non-None) defaults
+        effective = {**{k: p.default for k, p in takes.items() if k not in standard
+                        and p.default is not inspect.Parameter.empty and p.default is not None}, **options}
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
                  "timestep_fs": sur.timestep_fs, "positions_note": "atoms not modelled: positions copied from "
                  "the init dataset at the same time where it has that frame, else from the initial frame",
-                 **{f"rollout_{k}": ("none" if v is None else v) for k, v in options.items()}}
+                 **{f"rollout_{k}": ("none" if v is None else v) for k, v in effective.items()}}
         with ExitStack() as stack:
             tmp = [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
             writers = [stack.enter_context(DensityWriter(t, overwrite=True, lock=False, name=p,

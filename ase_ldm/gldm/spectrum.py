@@ -1,8 +1,8 @@
 r"""The decoder's spectral gain: a radial filter fitted to the autoencoder's systematic error.
 
-The patch decoder puts wrong power at short wavelengths. On the Li16 reference it adds 3-4x the
-data's power at :math:`|G|` = 10-12 1/A, anti-correlated with the data there, and loses power
-near 7 1/A (BENCHMARKS.md). A radial gain per shell of :math:`|G|` corrects it, fitted once on the
+The patch decoder puts wrong power at short wavelengths. On the Li16 reference it has up to 10x
+the data's power at :math:`|G|` = 10-12 1/A, anti-correlated with the data there, and loses
+power near 7 1/A (BENCHMARKS.md). A radial gain per shell of :math:`|G|` corrects it, fitted once on the
 autoencoder's reconstructions of training frames :math:`x \to \hat x`:
 
 - ``mean``: the Wiener gain :math:`g = \mathrm{Re}\langle X \hat X^*\rangle / \langle|\hat X|^2\rangle`,

@@ -488,3 +488,53 @@ def test_rollout_cli_thermostat(trained_gldm, recorded_long, tmp_path):
     assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
                  "--thermostat", "0.5", "-o", str(tmp_path / "bad.h5")]) == 2
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_long, recorded, tmp_path):
+    """Damaged spectral_gain or latent_speed are refused at load time; calibrations refuse another
+    dataset and empty frame counts; a fine-tune refuses a source whose weights do not match its
+    model.json before it writes anything; a rollout needs whole, positive steps."""
+    import shutil
+
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import CheckpointError, InvalidInput
+    from ase_ldm.gldm.calibration import calibrate_latent_speed, calibrate_spectrum, calibrate_spread
+    from ase_ldm.gldm.training import train_gldm
+
+    src, _ = trained_gldm
+    meta0 = json.loads((src / "model.json").read_text())
+    gain = meta0["spectral_gain"]
+    n = len(gain["mean"])
+    damaged = [("latent_speed", float("inf")), ("latent_speed", True), ("latent_speed", 1e308), ("latent_speed", -1.0),
+               ("latent_speed", "fast"), ("spectral_gain", {**gain, "sample": [-1.0] * n}),
+               ("spectral_gain", {**gain, "mean": gain["mean"][:-1]}), ("spectral_gain", {**gain, "shell_width": True}),
+               ("spectral_gain", [1.0, 2.0])]
+    for i, (key, value) in enumerate(damaged):
+        run = tmp_path / f"d{i}"
+        shutil.copytree(src, run)
+        (run / "model.json").write_text(json.dumps({**meta0, key: value}))
+        with pytest.raises(CheckpointError, match=key):
+            load(run, device="cpu")
+    run = tmp_path / "ok"
+    shutil.copytree(src, run)
+    before = (run / "model.json").read_text()
+    for fit in (calibrate_spectrum, calibrate_latent_speed, calibrate_spread):
+        with pytest.raises(InvalidInput, match="is not the dataset"):
+            fit(run, recorded, write=True)
+    for fit in (calibrate_spectrum, calibrate_spread):
+        with pytest.raises(InvalidInput, match="max_frames"):
+            fit(run, recorded_long, max_frames=0, write=True)
+    assert (run / "model.json").read_text() == before
+    with open_dataset(recorded_long) as ds:
+        n0, n1 = ds.nt(10).sum(0), ds.nt(11).sum(0)
+    for steps in (0, -1, 2.5, True):
+        with pytest.raises(InvalidInput, match="steps"):
+            load(run, device="cpu").rollout(n0, n1, steps)
+    # a source whose weights were changed after its model.json was written
+    wfile = next(run.glob("weights-*.safetensors"))
+    blob = bytearray(wfile.read_bytes())
+    blob[-8:] = bytes(8)
+    wfile.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError):
+        train_gldm(recorded_long, tmp_path / "ft", tiny_gldm_config(denoiser_steps=4), progress=False, finetune=run)
+    assert not (tmp_path / "ft").exists()

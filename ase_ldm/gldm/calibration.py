@@ -28,6 +28,23 @@ from ..errors import InvalidInput
 __all__ = ["calibrate_latent_speed", "calibrate_spectrum", "calibrate_spread"]
 
 
+def _check_training_data(pred: Any, ds: Any, data: str | os.PathLike, max_frames: int | None = None) -> None:
+    """Refuse a dataset other than the one the model trained on (frame count, grid, cell, atoms),
+    and a number of frames that is not a positive integer."""
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer))
+                                   or max_frames < 1):
+        raise InvalidInput(f"max_frames must be a positive integer, got {max_frames!r}")
+    pred.check_setup(ds.numbers, ds.cell(0), ds.grid)
+    want = pred.meta.get("dataset") or {}
+    same = (list(ds.grid) == list(pred.meta.get("grid", ds.grid)) and len(ds.numbers) == len(pred.meta["numbers"])
+            and np.allclose(ds.cell(0), pred.meta.get("cell", ds.cell(0)), atol=1e-6)
+            and ("frames" not in want or int(want["frames"]) == len(ds)))
+    if not same:
+        raise InvalidInput(f"{data} ({len(ds)} frames, grid {tuple(ds.grid)}, {len(ds.numbers)} atoms) is not the "
+                           f"dataset {pred.name} trained on ({want.get('path', '?')}, {want.get('frames', '?')} "
+                           f"frames, grid {tuple(pred.meta.get('grid', ()))}); calibrate on that one")
+
+
 def _write_meta(model: str | os.PathLike, out: dict[str, Any]) -> None:
     from ..core.registry import model_dir
 
@@ -60,11 +77,11 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
         raise InvalidInput(f"{model} has no band_limit in its model.json; retrain it with this version")
     lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
     with open_dataset(data) as ds:
+        _check_training_data(pred, ds, data, max_frames)
         if hi > len(ds) or hi <= lo:
             raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
         frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
         cell, grid = ds.cell(0), ds.grid
-        pred.check_setup(ds.numbers, cell, grid)
         natoms = len(ds.numbers)
         band = torch.as_tensor(spectral_filter(None, "mean", cell, grid, pred.meta["band_limit"]), dtype=torch.float32)
         dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
@@ -105,9 +122,9 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
     lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
     speeds = []
     with open_dataset(data) as ds:
+        _check_training_data(pred, ds, data)
         if hi > len(ds) or hi - lo < 2:
             raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
-        pred.check_setup(ds.numbers, ds.cell(0), ds.grid)
         last = None
         for a in range(lo, hi, 32):
             with torch.inference_mode():
@@ -139,10 +156,13 @@ def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, sampl
 
     pred = GridLDMPredictor.load(model, device="cpu")
     lo, hi = pred.meta["val_frames"]
+    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
+        raise InvalidInput(f"max_frames must be a positive integer, got {max_frames!r}")
     frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
     pred.spread_scale = {}
     scale, detail = {}, {}
     with open_dataset(data) as ds:
+        _check_training_data(pred, ds, data)
         if hi > len(ds):
             raise InvalidInput(f"{data} has {len(ds)} frames; the model validates on frames {lo}..{hi - 1}")
         for h in range(pred.history + 1):

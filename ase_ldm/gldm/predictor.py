@@ -39,7 +39,7 @@ from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
-from .spectrum import spectral_filter
+from .spectrum import check_spectral_gain, spectral_filter
 
 __all__ = ["GridLDMPredictor", "Samples", "thermostatted"]
 
@@ -66,6 +66,10 @@ class Samples:
     std_R: np.ndarray
     spread: float
     samples: np.ndarray
+
+
+def _valid_speed(speed: Any) -> bool:
+    return not isinstance(speed, bool) and isinstance(speed, numbers.Real) and 0 < speed < 1e6
 
 
 def thermostatted(new: torch.Tensor, last: torch.Tensor, speed: float, tau: float) -> torch.Tensor:
@@ -150,6 +154,15 @@ class GridLDMPredictor:
             raise CheckpointError(f"{run}/model.json has an invalid grid-latent model description ({err})") from None
         if not ok:
             raise CheckpointError(f"{run}/model.json describes an impossible model; the file is damaged")
+        if meta.get("spectral_gain") is not None:
+            try:
+                check_spectral_gain(meta["spectral_gain"])
+            except CheckpointError as err:
+                raise CheckpointError(f"{run}/{err}") from None
+        speed = meta.get("latent_speed")
+        if speed is not None and not _valid_speed(speed):
+            raise CheckpointError(f"{run}/model.json's latent_speed {speed!r} is damaged (a positive number is "
+                                  "expected); refit it with ase_ldm.gldm.calibration.calibrate_latent_speed")
         model = build_model(run, meta, lambda: GridLDM(cfg))
         return cls(model, prior, meta, resolve_device(device), options.get("symmetry_average", 1))
 
@@ -347,12 +360,14 @@ class GridLDMPredictor:
         if thermostat is not None:
             if isinstance(thermostat, (bool, np.bool_)) or not isinstance(thermostat, numbers.Real) \
                     or not thermostat >= 1:
-                raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None; "
-                                   f"got {thermostat!r}")
-            speed = self.meta.get("latent_speed")
-            if not (isinstance(speed, numbers.Real) and speed > 0):
+                raise InvalidInput(f"thermostat must be a time constant of at least 1 step, or None for none "
+                                   f"(--no-thermostat); got {thermostat!r}")
+            if self.meta.get("latent_speed") is None:
                 raise InvalidInput(f"{self.name} has no calibrated latent_speed for the thermostat; fit it with "
-                                   "ase_ldm.gldm.calibration.calibrate_latent_speed or roll out with thermostat=None")
+                                   "ase_ldm.gldm.calibration.calibrate_latent_speed, or roll out without the "
+                                   "thermostat (thermostat=None; on the command line --no-thermostat)")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise InvalidInput(f"a rollout needs a positive whole number of steps, got {steps!r}")
         if mode not in ("sample", "mean"):
             raise InvalidInput(f"rollout mode must be 'sample' or 'mean', got {mode!r}")
         if sampler not in SAMPLERS:

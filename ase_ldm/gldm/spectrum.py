@@ -30,7 +30,7 @@ import numpy as np
 from ..core.fourier import band_mask, reciprocal_grid, reciprocal_vectors
 from ..errors import CheckpointError, InvalidInput
 
-__all__ = ["GAIN_KINDS", "fit_spectral_gain", "spectral_filter"]
+__all__ = ["GAIN_KINDS", "check_spectral_gain", "fit_spectral_gain", "spectral_filter"]
 
 #: which gain each use of a decoded density takes (see the module docstring)
 GAIN_KINDS = ("mean", "sample")
@@ -106,6 +106,31 @@ def fit_spectral_gain(pairs: Iterable[tuple[np.ndarray, np.ndarray]], cell: np.n
     return {"shell_width": width, **gains, "frames": list(frames) if frames is not None else n}
 
 
+def check_spectral_gain(gain: Any) -> None:
+    """Raise CheckpointError unless ``gain`` is a fitted gain: a positive finite ``shell_width``
+    and, for each kind, as many finite, non-negative knots (at least 2) as the other kind."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"model.json's spectral_gain is damaged ({why}); refit it with "
+                               "ase_ldm.gldm.calibration.calibrate_spectrum")
+
+    if not isinstance(gain, dict):
+        raise bad(f"a {type(gain).__name__}, not a dict")
+    width = gain.get("shell_width")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 1e-6 < width < 1e6:
+        raise bad(f"shell_width {width!r}")
+    lengths = set()
+    for kind in GAIN_KINDS:
+        g = gain.get(kind)
+        if not isinstance(g, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in g):
+            raise bad(f"{kind} is not a list of numbers")
+        a = np.asarray(g, float)
+        if len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise bad(f"{kind} needs at least 2 finite, non-negative knots")
+        lengths.add(len(a))
+    if len(lengths) != 1:
+        raise bad("mean and sample have different numbers of knots")
+
+
 def spectral_filter(gain: dict[str, Any] | None, kind: str, cell: np.ndarray, grid: tuple[int, int, int],
                     band_limit: float | None) -> np.ndarray | None:
     """The rfft half-grid weights (N1, N2, N3 // 2 + 1) a decoded density is multiplied by.
@@ -121,15 +146,8 @@ def spectral_filter(gain: dict[str, Any] | None, kind: str, cell: np.ndarray, gr
     out = band_mask(cell, tuple(grid), float(band_limit)).astype(np.float64)
     if gain is None:
         return out
-    try:
-        g = np.asarray(gain[kind], float)
-        width = float(gain["shell_width"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"model.json's spectral_gain is damaged ({err}); refit it with "
-                              "ase_ldm.gldm.calibration.calibrate_spectrum") from None
-    if g.ndim != 1 or len(g) < 2 or not np.all(np.isfinite(g)) or not width > 0:
-        raise CheckpointError("model.json's spectral_gain is damaged; refit it with "
-                              "ase_ldm.gldm.calibration.calibrate_spectrum")
+    check_spectral_gain(gain)
+    g, width = np.asarray(gain[kind], float), float(gain["shell_width"])
     kabs = np.linalg.norm(reciprocal_grid(cell, tuple(grid)), axis=-1)
     return out * np.interp(kabs / width, np.arange(len(g)), g, right=g[-1])
 

@@ -30,7 +30,7 @@ from ..core.config import from_dict
 from ..core.device import resolve_device
 from ..core.fourier import band_mask
 from ..core.runs import open_run, save_run_config, write_checkpoint
-from ..errors import DatasetError, InvalidInput
+from ..errors import CheckpointError, DatasetError, InvalidInput
 from ..ldm.losses import scaled_jsd
 from ..sync.prior import PriorEvaluator, RadialPrior, band_limit, fit_radial_prior
 from ..sync.symmetry import symmetry_ops
@@ -181,6 +181,15 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         src_meta = read_meta(source)
         if src_meta.get("kind") != GLDM_KIND:
             raise InvalidInput(f"{init} is not a grid-latent diffusion run")
+        from .predictor import GridLDMPredictor
+
+        GridLDMPredictor.load(source, device="cpu")  # the whole checkpoint checked (files, checksums) before any write
+        try:
+            src_epoch = int(src_meta["epoch"])
+            src_ae_epochs = int((src_meta.get("train_config") or {}).get("ae_epochs", cfg.ae_epochs))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointError(f"{source}/model.json has no valid epoch or train_config; the file is "
+                                  "damaged") from None
         src_cfg = from_dict(GldmConfig, src_meta["gldm_config"])
         if src_cfg.autoencoder != cfg.model.autoencoder:
             raise InvalidInput(f"{init}'s autoencoder settings differ from this config's; use the same "
@@ -188,10 +197,9 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
         if finetune is not None and src_cfg != cfg.model:
             raise InvalidInput(f"{init}'s model settings differ from this config's; a fine-tune keeps the model: "
                                f"use its model block {asdict(src_cfg)}")
-        src_ae_epochs = int(src_meta.get("train_config", {}).get("ae_epochs", cfg.ae_epochs))
-        if int(src_meta["epoch"]) < src_ae_epochs:
+        if src_epoch < src_ae_epochs:
             raise InvalidInput(f"{init} has not finished its autoencoder stage")
-        if finetune is not None and int(src_meta["epoch"]) <= src_ae_epochs:
+        if finetune is not None and src_epoch <= src_ae_epochs:
             raise InvalidInput(f"{init} has no denoiser yet (it stopped after its autoencoder stage); fine-tune a "
                                "run whose denoiser has trained, or start one with init_autoencoder")
         # the source must not have trained on what this run validates on

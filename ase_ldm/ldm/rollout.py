@@ -108,7 +108,7 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
         standard = ("self", "n_prev", "n", "steps", "samples", "sampler", "n_steps", "seed")
         for key in options:
             if key not in takes or key in standard:
-                raise InvalidInput(f"{model}'s rollout takes no option {key!r}")
+                raise InvalidInput(f"{model}'s rollout takes no option {key!r}; leave it out for this model")
         # provenance: the further options of the model's rollout, as given or by their (non-None) defaults
         effective = {**{k: p.default for k, p in takes.items() if k not in standard
                         and p.default is not inspect.Parameter.empty and p.default is not None}, **options}

@@ -45,6 +45,12 @@ def _check_training_data(pred: Any, ds: Any, data: str | os.PathLike, max_frames
                            f"frames, grid {tuple(pred.meta.get('grid', ()))}); calibrate on that one")
 
 
+def _train_frames(pred: Any) -> tuple[int, int]:
+    """The model's training frames of its main dataset, [lo, hi)."""
+    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+    return int(lo), int(hi)
+
+
 def _write_meta(model: str | os.PathLike, out: dict[str, Any]) -> None:
     from ..core.registry import model_dir
 
@@ -67,15 +73,16 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
     """
     import torch
 
+    from ..core.fourier import band_mask
     from ..data.store import open_dataset
     from .model import served_density
     from .predictor import GridLDMPredictor
-    from .spectrum import fit_spectral_gain, spectral_filter
+    from .spectrum import fit_spectral_gain
 
     pred = GridLDMPredictor.load(model, device="cpu")
     if pred.meta.get("band_limit") is None:
         raise InvalidInput(f"{model} has no band_limit in its model.json; retrain it with this version")
-    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+    lo, hi = _train_frames(pred)
     with open_dataset(data) as ds:
         _check_training_data(pred, ds, data, max_frames)
         if hi > len(ds) or hi <= lo:
@@ -83,7 +90,7 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
         frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
         cell, grid = ds.cell(0), ds.grid
         natoms = len(ds.numbers)
-        band = torch.as_tensor(spectral_filter(None, "mean", cell, grid, pred.meta["band_limit"]), dtype=torch.float32)
+        band = torch.as_tensor(band_mask(cell, grid, pred.meta["band_limit"]), dtype=torch.float32)
         dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
 
         def pairs():
@@ -119,7 +126,7 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
     from .predictor import GridLDMPredictor
 
     pred = GridLDMPredictor.load(model, device="cpu")
-    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+    lo, hi = _train_frames(pred)
     speeds = []
     with open_dataset(data) as ds:
         _check_training_data(pred, ds, data)
@@ -156,15 +163,13 @@ def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, sampl
 
     pred = GridLDMPredictor.load(model, device="cpu")
     lo, hi = pred.meta["val_frames"]
-    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
-        raise InvalidInput(f"max_frames must be a positive integer, got {max_frames!r}")
-    frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
     pred.spread_scale = {}
     scale, detail = {}, {}
     with open_dataset(data) as ds:
-        _check_training_data(pred, ds, data)
+        _check_training_data(pred, ds, data, max_frames)
         if hi > len(ds):
             raise InvalidInput(f"{data} has {len(ds)} frames; the model validates on frames {lo}..{hi - 1}")
+        frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int))
         for h in range(pred.history + 1):
             pred.max_history = h
             err, spread = [], []

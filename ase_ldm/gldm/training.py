@@ -183,7 +183,8 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
             raise InvalidInput(f"{init} is not a grid-latent diffusion run")
         from .predictor import GridLDMPredictor
 
-        GridLDMPredictor.load(source, device="cpu")  # the whole checkpoint checked (files, checksums) before any write
+        # the whole checkpoint checked (files, checksums) before any write; its weights are taken from here
+        src_state = GridLDMPredictor.load(source, device="cpu").model.state_dict()
         try:
             src_epoch = int(src_meta["epoch"])
             src_ae_epochs = int((src_meta.get("train_config") or {}).get("ae_epochs", cfg.ae_epochs))
@@ -263,9 +264,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
     else:
         save_run_config(run, cfg, data_path, {"extra_data": extra_data})
     if source is not None:  # the trained autoencoder and the transforms (finetune: everything)
-        from safetensors.torch import load_file
-
-        theirs = load_file(str(source / src_meta["files"]["weights"]))
+        theirs = src_state
         if finetune is not None:
             model.load_state_dict(theirs)
             meta_base["finetuned_from"] = str(finetune)

@@ -339,6 +339,39 @@ def test_spectral_gain_recovers_a_known_filter(recorded_long):
         fit_spectral_gain([], cell, limit)
 
 
+def test_rollout_gain_recovers_a_known_filter(recorded_long):
+    """Generated densities that are the reference blurred by a known radial filter h: the rollout
+    knots undo it (1/h) on the shells whose amplitude is stable over the reference's blocks, and
+    stay 1 below them."""
+    from ase_ldm.core.fourier import reciprocal_grid
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.gldm.spectrum import fit_rollout_gain, fit_spectral_gain
+
+    with open_dataset(recorded_long) as ds:
+        xs, cell, grid = [ds.nt(t).sum(0).astype(np.float64) for t in range(len(ds))], ds.cell(0), ds.grid
+    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+    h = 1 / (1 + (kabs / 8.0) ** 2)
+    blurred = [np.fft.irfftn(np.fft.rfftn(x) * h, s=grid, axes=(0, 1, 2)) for x in xs]
+    limit = 0.8 * kabs.max()
+    gain = fit_spectral_gain(zip(xs, xs), cell, limit)
+    blocks = [xs[i::3] for i in range(3)]
+    fit = fit_rollout_gain(blocks, blurred, cell, limit, gain, max_block_spread=0.05)
+    first, knots = fit["from_shell"], np.array(fit["knots"])
+    spread = np.array(fit["block_spread"])
+    assert first >= 1 and np.all(spread[first - 1:first] < 0.05) and np.all(spread[1:first - 1] >= 0.05)
+    assert np.all(knots[:first] == 1.0)
+    k = np.arange(len(knots)) * gain["shell_width"]
+    sel = (np.arange(len(knots)) >= first) & (k < 0.9 * limit)
+    assert sel.sum() >= 3
+    np.testing.assert_allclose(knots[sel], 1 + (k[sel] / 8.0) ** 2, rtol=0.1)
+    with pytest.raises(InvalidInput, match="at least 2 blocks"):
+        fit_rollout_gain([xs], blurred, cell, limit, gain)
+    with pytest.raises(InvalidInput, match="stable"):
+        fit_rollout_gain(blocks, blurred, cell, limit, gain, max_block_spread=0.0)
+    with pytest.raises(InvalidInput, match="grid"):
+        fit_rollout_gain(blocks, [x[:, :, :-1] for x in blurred], cell, limit, gain)
+
+
 def test_served_means_and_rollouts_take_their_own_gain(trained_gldm, recorded_long, tmp_path):
     """Training fits the gains on its training frames; the mean (and so the spread) is served
     through the 'mean' gain, a sampled rollout through the 'sample' gain."""
@@ -364,6 +397,76 @@ def test_served_means_and_rollouts_take_their_own_gain(trained_gldm, recorded_lo
     assert np.ptp(roll[0]) > 0.1 * roll[0].mean()
     (roll_mean,) = list(model.rollout(n0, n1, 1, seed=0, mode="mean"))
     assert np.ptp(roll_mean[0]) < 1e-4 * roll_mean[0].mean()
+
+
+def test_rollout_gain_corrects_what_rollouts_serve(trained_gldm, recorded_long, tmp_path):
+    """Training fits the rollout gain on its own rollouts; with it, the calibration rollouts serve
+    the training frames' Fourier amplitudes per shell more closely than without it, while the
+    chain itself (what it re-encodes) is unchanged; refitting the spectrum drops it."""
+    import shutil
+
+    from ase_ldm.core.fourier import reciprocal_grid
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import InvalidInput
+    from ase_ldm.gldm.calibration import calibrate_rollout_spectrum, calibrate_spectrum
+    from ase_ldm.gldm.spectrum import spectral_filter
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_gldm[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    gain = meta["spectral_gain"]
+    assert len(gain["rollout"]) == len(gain["mean"]) and gain["rollout_fit"]["starts"]
+    fit = calibrate_rollout_spectrum(run, recorded_long, chains=2, steps=16, burn_in=2, blocks=3, write=True)
+    gain = fit["spectral_gain"]
+    first = gain["rollout_fit"]["from_shell"]
+    assert first >= 1 and gain["rollout"][:first] == [1.0] * first
+    assert json.loads((run / "model.json").read_text())["spectral_gain"] == gain
+    model = load(run, device="cpu")
+    lo, hi = meta["train_frames"]
+    with open_dataset(recorded_long) as ds:
+        cell, grid = ds.cell(0), ds.grid
+        ref = np.mean([np.abs(np.fft.rfftn(ds.nt(t).sum(0))) for t in range(lo, hi)], 0)
+        starts = gain["rollout_fit"]["starts"]
+        pairs = [(ds.nt(t - 1).sum(0), ds.nt(t).sum(0)) for t in starts]
+    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+    shell = np.rint(kabs / gain["shell_width"]).astype(int)
+    inside = (kabs < meta["band_limit"]) & (shell > 0)
+    fitted = inside & (shell >= first)
+
+    def served(use_gain):
+        out = [f[0] for i, (a, b) in enumerate(pairs)
+               for f in list(model.rollout(a, b, 16, sampler="ddim", n_steps=10, seed=i, rollout_gain=use_gain))[2:]]
+        return np.mean([np.abs(np.fft.rfftn(x)) for x in out], 0)
+
+    def shell_error(amp):
+        d = np.bincount(shell[fitted], amp[fitted]) - np.bincount(shell[fitted], ref[fitted])
+        return np.abs(d).sum() / ref[fitted].sum()
+
+    assert shell_error(served(True)) < 0.7 * shell_error(served(False))
+    # the same chain: what it yields differs only by the rollout knots (while the positivity clamp
+    # is idle: this tiny model's unscaled chains reach it after a few steps)
+    a, b = pairs[0]
+    x, y = (list(model.rollout(a, b, 3, sampler="ddim", n_steps=10, seed=0, rollout_gain=u))[-1][0]
+            for u in (True, False))
+    assert y.min() > 1e-5 and x.min() > 1e-5 and not np.allclose(x, y, rtol=1e-3)
+    g = spectral_filter(gain, "rollout", cell, grid, meta["band_limit"])
+    s = spectral_filter(gain, "sample", cell, grid, meta["band_limit"])
+    sel = inside & (s > 0.05)
+    np.testing.assert_allclose((np.fft.rfftn(x) / np.fft.rfftn(y))[sel], g[sel] / s[sel], rtol=0.01, atol=0.01)
+    # mean-mode rollouts never take it
+    m = list(model.rollout(a, b, 2, mode="mean"))
+    np.testing.assert_array_equal(m[-1], list(model.rollout(a, b, 2, mode="mean", rollout_gain=False))[-1])
+    for bad in ({"steps": 0}, {"steps": 4, "burn_in": 4}, {"chains": True}, {"max_frames": 0}, {"blocks": 1},
+                {"max_frames": 3, "blocks": 4}):
+        with pytest.raises(InvalidInput, match="steps|burn_in|chains|max_frames|blocks"):
+            calibrate_rollout_spectrum(run, recorded_long, **bad)
+    with pytest.raises(InvalidInput, match="rollout_gain"):
+        model.rollout(a, b, 2, rollout_gain="yes")
+    # refitting the decoder's gains drops the rollout gain fitted on top of them
+    calibrate_spectrum(run, recorded_long, write=True)
+    assert "rollout" not in json.loads((run / "model.json").read_text())["spectral_gain"]
+    with pytest.raises(InvalidInput, match="no rollout gain"):
+        spectral_filter(json.loads((run / "model.json").read_text())["spectral_gain"], "rollout", cell, grid, 5.0)
 
 
 def test_finetune_with_self_rollout(recorded_long, trained_gldm, tmp_path, monkeypatch):
@@ -470,21 +573,26 @@ def test_latent_thermostat(trained_gldm, recorded_long, tmp_path):
 
 
 def test_rollout_cli_thermostat(trained_gldm, recorded_long, tmp_path):
-    """ase-ldm rollout of a grid-latent model: thermostatted by default, --thermostat TAU and
-    --no-thermostat change the chain, and the choice is stored with the output."""
+    """ase-ldm rollout of a grid-latent model: thermostatted and served through the rollout gain by
+    default; --thermostat TAU, --no-thermostat and --no-rollout-gain change what it writes, and
+    the choice is stored with the output."""
     from ase_ldm.cli.main import main
 
     run, _ = trained_gldm
     outs = {}
-    for name, extra in (("default", []), ("tau2", ["--thermostat", "2"]), ("off", ["--no-thermostat"])):
+    for name, extra in (("default", []), ("tau2", ["--thermostat", "2"]), ("off", ["--no-thermostat"]),
+                        ("plain", ["--no-rollout-gain"])):
         out = tmp_path / f"{name}.h5"
         assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "3",
                      "--sampler-steps", "4", "-o", str(out), *extra]) == 0
         with open_dataset(out) as ds:
             outs[name] = np.stack([ds.nt(i) for i in range(len(ds))])
-            assert ds.attrs["rollout_thermostat"] == {"default": 1.0, "tau2": 2.0, "off": "none"}[name]
+            want = {"default": 1.0, "tau2": 2.0, "off": "none", "plain": 1.0}[name]
+            assert ds.attrs["rollout_thermostat"] == want
+            assert bool(ds.attrs["rollout_rollout_gain"]) == (name != "plain")
     assert outs["default"].shape == (3, 1, *outs["off"].shape[2:])
-    assert not np.allclose(outs["default"], outs["off"]) and not np.allclose(outs["default"], outs["tau2"])
+    for other in ("off", "tau2", "plain"):
+        assert not np.allclose(outs["default"], outs[other])
     assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
                  "--thermostat", "0.5", "-o", str(tmp_path / "bad.h5")]) == 2
     assert not (tmp_path / "bad.h5").exists()
@@ -508,6 +616,8 @@ def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_lon
     damaged = [("latent_speed", float("inf")), ("latent_speed", True), ("latent_speed", 1e308), ("latent_speed", -1.0),
                ("latent_speed", "fast"), ("spectral_gain", {**gain, "sample": [-1.0] * n}),
                ("spectral_gain", {**gain, "mean": gain["mean"][:-1]}), ("spectral_gain", {**gain, "shell_width": True}),
+               ("spectral_gain", {**gain, "rollout": [-1.0] * n}),
+               ("spectral_gain", {**gain, "rollout": gain["mean"][:-1]}),
                ("spectral_gain", [1.0, 2.0])]
     for i, (key, value) in enumerate(damaged):
         run = tmp_path / f"d{i}"

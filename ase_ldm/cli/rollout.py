@@ -37,17 +37,26 @@ class CLICommand:
                            help="grid-latent models: time constant (steps) of the latent thermostat (default 1)")
         therm.add_argument("--no-thermostat", action="store_true",
                            help="grid-latent models: let the chain run at its own pace")
+        p.add_argument("--no-rollout-gain", action="store_true",
+                       help="grid-latent models: serve the samples without the rollout gain fitted on the model's "
+                            "own rollouts (the decoder's sample gain only)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from ..ldm.rollout import check_rollout_args, rollout_to_datasets
 
         check_rollout_args(args.steps, args.samples, args.sampler_steps if args.sampler == "ddim" else None)
+        options: dict = {}
+        if args.no_thermostat:
+            options["thermostat"] = None
+        elif args.thermostat is not None:
+            options["thermostat"] = args.thermostat
+        if args.no_rollout_gain:
+            options["rollout_gain"] = False
         paths = rollout_to_datasets(args.model, args.init, args.frame, args.steps, args.output,
                                     samples=args.samples, sampler=args.sampler, n_steps=args.sampler_steps,
                                     seed=args.seed, device=args.device, overwrite=args.force, progress=True,
-                                    options=({"thermostat": None} if args.no_thermostat else
-                                             {"thermostat": args.thermostat} if args.thermostat is not None else {}))
+                                    options=options)
         for p in paths:
             print(f"{p}: {args.steps} generated frames")
         return 0

@@ -6,6 +6,9 @@
 - :func:`calibrate_spread`: the spread of the samples against the errors.
 - :func:`calibrate_latent_speed`: the training data's RMS latent change per step, the target of
   the autonomous rollout's thermostat (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.rollout`).
+- :func:`calibrate_rollout_spectrum`: the ``rollout`` gain of what sampled autonomous rollouts
+  serve, fitted on the model's own rollouts from training frames. It needs the spectral gain and
+  the latent speed; run it after them.
 
 The spread of K samples (:meth:`~ase_ldm.gldm.predictor.GridLDMPredictor.predict_samples`) is
 multiplied by one factor per history length, fitted on the validation frames the model never
@@ -25,7 +28,7 @@ import numpy as np
 from ..data.atomic import write_text_atomic
 from ..errors import InvalidInput
 
-__all__ = ["calibrate_latent_speed", "calibrate_spectrum", "calibrate_spread"]
+__all__ = ["calibrate_latent_speed", "calibrate_rollout_spectrum", "calibrate_spectrum", "calibrate_spread"]
 
 
 def _check_training_data(pred: Any, ds: Any, data: str | os.PathLike, max_frames: int | None = None) -> None:
@@ -141,6 +144,87 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
             speeds.append((u[1:] - u[:-1]).pow(2).mean(dim=(1, 2, 3, 4)).sqrt())
             last = u[-1:]
     out = {"latent_speed": float(torch.cat(speeds).mean())}
+    if write:
+        _write_meta(model, out)
+    return out
+
+
+def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, chains: int = 4,
+                               steps: int = 250, burn_in: int = 10, sampler_steps: int = 10, seed: int = 0,
+                               max_frames: int = 180, blocks: int = 6, max_block_spread: float = 0.02,
+                               write: bool = False) -> dict[str, Any]:
+    """Fit ``spectral_gain['rollout']`` on the model's own sampled rollouts from training frames.
+
+    ``chains`` rollouts (DDIM with ``sampler_steps`` levels, the thermostat on, seeds ``seed``,
+    ``seed + 1``, ...) start from pairs of training frames spread over ``train_frames``; after
+    ``burn_in`` steps, what they serve is compared shell by shell with the mean Fourier amplitude of
+    up to ``max_frames`` training frames in ``blocks`` blocks of consecutive frames
+    (:func:`ase_ldm.gldm.spectrum.fit_rollout_gain`; the shells whose mean amplitude varies between
+    the blocks are left alone). A gain fitted before is ignored while the rollouts run.
+
+    Parameters
+    ----------
+    model : run directory or shipped name (grid-latent diffusion family), with ``spectral_gain``
+        and ``latent_speed`` fitted
+    data : the dataset the model trained on
+    chains, steps, burn_in, sampler_steps, seed : the calibration rollouts
+    max_frames : training frames in the reference, evenly spaced
+    blocks : blocks of consecutive reference frames for the stationarity test (at least 2)
+    max_block_spread : the stationarity threshold (relative spread of a shell's mean amplitude over
+        the blocks) of :func:`~ase_ldm.gldm.spectrum.fit_rollout_gain`
+    write : store the gain (with these settings as ``rollout_fit``) in the model's model.json
+
+    Returns
+    -------
+    ``{"spectral_gain": ...}``, the model's gain with ``rollout`` and ``rollout_fit`` added.
+    """
+    from ..data.store import open_dataset
+    from .predictor import GridLDMPredictor
+    from .spectrum import fit_rollout_gain
+
+    for name, value, least in (("chains", chains, 1), ("steps", steps, 1), ("burn_in", burn_in, 0),
+                               ("sampler_steps", sampler_steps, 1), ("max_frames", max_frames, 1),
+                               ("blocks", blocks, 2)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise InvalidInput(f"{name} must be an integer of at least {least}, got {value!r}")
+    if isinstance(max_block_spread, bool) or not isinstance(max_block_spread, (int, float)) \
+            or not 0 < max_block_spread < 10:
+        raise InvalidInput(f"max_block_spread must be a relative spread in (0, 10), got {max_block_spread!r}")
+    if burn_in >= steps:
+        raise InvalidInput(f"burn_in ({burn_in}) must be below steps ({steps}): nothing would be left to fit")
+    pred = GridLDMPredictor.load(model, device="cpu")
+    gain = pred.meta.get("spectral_gain")
+    if gain is None or pred.meta.get("latent_speed") is None or pred.meta.get("band_limit") is None:
+        raise InvalidInput(f"{model} needs its spectral gain, latent speed and band limit first; run "
+                           "calibrate_spectrum and calibrate_latent_speed")
+    gain = {k: v for k, v in gain.items() if k not in ("rollout", "rollout_fit")}
+    pred.meta["spectral_gain"] = gain  # the rollouts serve without a former rollout gain
+    lo, hi = _train_frames(pred)
+    with open_dataset(data) as ds:
+        _check_training_data(pred, ds, data, max_frames)
+        if hi > len(ds) or hi - lo < 2:
+            raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
+        starts = np.unique(np.linspace(lo + 1, hi - 1, chains).round().astype(int)).tolist()
+        frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int)).tolist()
+
+        def generated():
+            for i, t in enumerate(starts):
+                chain = pred.rollout(ds.nt(t - 1).sum(0), ds.nt(t).sum(0), steps, sampler="ddim",
+                                     n_steps=sampler_steps, seed=seed + i, rollout_gain=False)
+                for step, nt in enumerate(chain, start=1):
+                    if step > burn_in:
+                        yield nt[0]
+
+        if len(frames) < blocks:
+            raise InvalidInput(f"{len(frames)} reference frames cannot fill {blocks} blocks; lower blocks")
+        reference = ((ds.nt(int(t)).sum(0) for t in chunk) for chunk in np.array_split(frames, blocks))
+        fitted = fit_rollout_gain(reference, generated(), ds.cell(0), pred.meta["band_limit"], gain,
+                                  max_block_spread=float(max_block_spread))
+    fit = {"starts": starts, "steps": steps, "burn_in": burn_in, "sampler": "ddim", "sampler_steps": sampler_steps,
+           "thermostat": 1.0, "seed": seed, "reference_frames": len(frames), "blocks": blocks,
+           "max_block_spread": float(max_block_spread),
+           "from_shell": fitted["from_shell"], "block_spread": fitted["block_spread"]}
+    out = {"spectral_gain": {**gain, "rollout": fitted["knots"], "rollout_fit": fit}}
     if write:
         _write_meta(model, out)
     return out

@@ -220,7 +220,8 @@ class GridLDMPredictor:
     def _filter_for(self, cell: np.ndarray, grid: tuple[int, ...], kind: str) -> torch.Tensor | None:
         """The rfft weights a decoded density is served through: the data's band (model.json's
         ``band_limit``, 1/A) times the decoder's spectral gain of ``kind`` ('mean' for served means
-        and the spread, 'sample' for sampled rollouts; :mod:`ase_ldm.gldm.spectrum`), or None."""
+        and the spread, 'sample' for sampled rollouts, 'rollout' for what they yield;
+        :mod:`ase_ldm.gldm.spectrum`), or None."""
         w = spectral_filter(self.meta.get("spectral_gain"), kind, cell, tuple(grid), self.meta.get("band_limit"))
         return None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
 
@@ -342,7 +343,7 @@ class GridLDMPredictor:
 
     def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
                 n_steps: int = 20, seed: int = 0, mode: str = "sample",
-                thermostat: float | None = 1.0) -> Iterator[np.ndarray]:
+                thermostat: float | None = 1.0, rollout_gain: bool = True) -> Iterator[np.ndarray]:
         """The paper's autonomous rollout on the training system, without atoms.
 
         Starts from two converged densities ``n_prev``, ``n`` (N1, N2, N3) e/A^3; each step
@@ -356,6 +357,11 @@ class GridLDMPredictor:
         kinetic energy, each step's latent change v from the newest past latent is scaled by
         ``sqrt(1 + (s0^2 / s^2 - 1) / tau)``, where s is its RMS and s0 the training data's RMS
         latent change per step (model.json's ``latent_speed``). 1: every step at s0; None: off.
+
+        ``rollout_gain``: in 'sample' mode, serve through the decoder's ``rollout`` gain where the
+        model has one (:func:`~ase_ldm.gldm.calibration.calibrate_rollout_spectrum`): it gives the
+        served densities the training frames' Fourier amplitude per shell. The chain itself
+        re-encodes the density of the ``sample`` gain either way, so its latents do not change.
         """
         if thermostat is not None:
             if isinstance(thermostat, (bool, np.bool_)) or not isinstance(thermostat, numbers.Real) \
@@ -378,19 +384,25 @@ class GridLDMPredictor:
         if n_prev.shape != n.shape or n.ndim != 3 or not (np.all(np.isfinite(n)) and np.all(np.isfinite(n_prev))):
             raise InvalidInput(f"a rollout starts from two finite densities of one grid, got {n_prev.shape}, {n.shape}")
         self.check_setup(self.numbers, self.cell, n.shape)
+        if not isinstance(rollout_gain, (bool, np.bool_)):
+            raise InvalidInput(f"rollout_gain must be True or False, got {rollout_gain!r}")
+        served = "sample" if mode == "sample" else "mean"
+        if mode == "sample" and rollout_gain and "rollout" in (self.meta.get("spectral_gain") or {}):
+            served = "rollout"
         return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode,
-                             None if thermostat is None else float(thermostat))
+                             None if thermostat is None else float(thermostat), served)
 
     def _rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, B: int, sampler: str, n_steps: int,
-                 seed: int, mode: str, tau: float | None) -> Iterator[np.ndarray]:
+                 seed: int, mode: str, tau: float | None, served: str) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
         band = self._filter_for(self.cell, n.shape, "sample" if mode == "sample" else "mean")
+        out_band = band if served != "rollout" else self._filter_for(self.cell, n.shape, "rollout")
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 
-        def density(u: torch.Tensor) -> torch.Tensor:
-            return served_density(self.model.decode(u), band, electrons, dV)
+        def density(decoded: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+            return served_density(decoded, weights, electrons, dV)
 
         with torch.inference_mode():
             start = self.model.encode(torch.as_tensor(np.stack([n, n_prev]), device=self.device))
@@ -410,8 +422,9 @@ class GridLDMPredictor:
                     new = self.model.generate(*cond, mode=sampler, n_steps=n_steps, generator=gen)
                 if tau is not None:
                     new = thermostatted(new, past[0], float(self.meta["latent_speed"]), tau)
-                nt = density(new)
+                decoded = self.model.decode(new)
+                nt = density(decoded, band)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]
-                out = nt.cpu().numpy()
+                out = (nt if out_band is band else density(decoded, out_band)).cpu().numpy()
             yield out

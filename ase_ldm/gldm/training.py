@@ -400,11 +400,21 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
                 break
     if bar is not None:
         bar.close()
-    if step >= cfg.denoiser_steps and budget[0] >= 0:  # finished: spectrum, rollout speed, then the spread
-        from .calibration import calibrate_latent_speed, calibrate_spectrum, calibrate_spread
+    if step >= cfg.denoiser_steps and budget[0] >= 0:
+        # finished: spectrum, rollout speed, rollout spectrum, then the spread
+        from .calibration import (
+            calibrate_latent_speed,
+            calibrate_rollout_spectrum,
+            calibrate_spectrum,
+            calibrate_spread,
+        )
 
         calibrate_spectrum(run, data_path, write=True)
         calibrate_latent_speed(run, data_path, write=True)
+        try:
+            calibrate_rollout_spectrum(run, data_path, seed=cfg.seed, write=True)
+        except InvalidInput as err:  # too few frames for a stable shell: rollouts serve the sample gain
+            log.warning("no rollout gain fitted: %s", err)
         out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
         log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}

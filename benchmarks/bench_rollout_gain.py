@@ -4,7 +4,9 @@ paper's statistics)
 The rollout gain (``ase_ldm.gldm.spectrum.fit_rollout_gain``) multiplies only what a sampled
 rollout yields; the chain re-encodes the density of the decoder's sample gain, so its latents do
 not change. Rollouts written without it (``--no-rollout-gain``) can therefore be served through any
-rollout gain afterwards, and give exactly the densities the model would have served with it.
+rollout gain afterwards. This gives the densities the model would have served with it, up to
+float32 storage and the positivity clamp, which acts on the filtered density as written rather than
+on the decoded one.
 
 For each stationarity threshold (``max_block_spread``), the gain is fitted on a copy of the model
 (``calibrate_rollout_spectrum``: 4 chains of 250 steps from training frames), applied to each
@@ -32,10 +34,10 @@ def main() -> None:
     import torch
 
     from ase_ldm.analysis.evaluate import evaluate
+    from ase_ldm.core.fourier import band_mask, reciprocal_grid
     from ase_ldm.core.registry import model_dir
     from ase_ldm.data import Frame, open_dataset, write_frames
     from ase_ldm.gldm.calibration import calibrate_rollout_spectrum
-    from ase_ldm.gldm.spectrum import spectral_filter
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -71,9 +73,11 @@ def main() -> None:
             for r in args.rollouts:
                 with open_dataset(r) as ro:
                     cell, grid = ro.cell(0), ro.grid
-                    sample = spectral_filter(gain, "sample", cell, grid, meta["band_limit"])
-                    extra = np.where(sample > 0, spectral_filter(gain, "rollout", cell, grid, meta["band_limit"])
-                                     / np.where(sample > 0, sample, 1.0), 1.0)
+                    # the rollout knots inside the band; outside it the written density is kept as it is
+                    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+                    knots = np.asarray(gain["rollout"])
+                    extra = np.where(band_mask(cell, grid, meta["band_limit"]),
+                                     np.interp(kabs / gain["shell_width"], np.arange(len(knots)), knots), 1.0)
 
                     def served(ro=ro, extra=extra, grid=grid):
                         for t in range(len(ro)):

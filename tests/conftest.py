@@ -286,7 +286,7 @@ def tiny_gldm_config(**kw):
     model = GldmConfig(autoencoder=GridAutoencoderConfig(channels=16, blocks=1, latent_channels=8),
                        denoiser=GridDenoiserConfig(channels=8, dilations=(1, 2), steps=20, embedding_dim=8))
     base = dict(ae_epochs=20, ae_batch=2, ae_lr=1e-2, denoiser_steps=12, denoiser_batch=8, checkpoint_every=4, seed=1,
-                device="cpu", test_fraction=0.25, model=model)
+                device="cpu", test_fraction=0.25, rollout_calibration_steps=40, model=model)
     base.update(kw)
     return GldmTrainConfig(**base)
 

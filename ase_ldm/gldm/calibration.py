@@ -72,7 +72,8 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
     model : run directory or shipped name (grid-latent diffusion family)
     data : the dataset the model trained on (frames ``train_frames`` of model.json are read)
     max_frames : training frames used, evenly spaced
-    write : store ``spectral_gain`` in the model's model.json; then re-run :func:`calibrate_spread`
+    write : store ``spectral_gain`` in the model's model.json (without a rollout gain fitted
+        before); then re-run :func:`calibrate_rollout_spectrum` and :func:`calibrate_spread`
     """
     import torch
 
@@ -121,12 +122,14 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
     ----------
     model : run directory or shipped name (grid-latent diffusion family)
     data : the dataset the model trained on
-    write : store ``latent_speed`` in the model's model.json
+    write : store ``latent_speed`` in the model's model.json; a rollout gain fitted at the former
+        speed is dropped (re-run :func:`calibrate_rollout_spectrum`)
     """
     import torch
 
     from ..data.store import open_dataset
     from .predictor import GridLDMPredictor
+    from .spectrum import without_rollout_gain
 
     pred = GridLDMPredictor.load(model, device="cpu")
     lo, hi = _train_frames(pred)
@@ -145,7 +148,8 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
             last = u[-1:]
     out = {"latent_speed": float(torch.cat(speeds).mean())}
     if write:
-        _write_meta(model, out)
+        gain = pred.meta.get("spectral_gain")
+        _write_meta(model, {**out, **({"spectral_gain": without_rollout_gain(gain)} if gain else {})})
     return out
 
 
@@ -180,11 +184,12 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     """
     from ..data.store import open_dataset
     from .predictor import GridLDMPredictor
-    from .spectrum import fit_rollout_gain
+    from .spectrum import fit_rollout_gain, without_rollout_gain
 
+    sampler, thermostat = "ddim", 1.0
     for name, value, least in (("chains", chains, 1), ("steps", steps, 1), ("burn_in", burn_in, 0),
                                ("sampler_steps", sampler_steps, 1), ("max_frames", max_frames, 1),
-                               ("blocks", blocks, 2)):
+                               ("blocks", blocks, 2), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise InvalidInput(f"{name} must be an integer of at least {least}, got {value!r}")
     if isinstance(max_block_spread, bool) or not isinstance(max_block_spread, (int, float)) \
@@ -197,7 +202,7 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     if gain is None or pred.meta.get("latent_speed") is None or pred.meta.get("band_limit") is None:
         raise InvalidInput(f"{model} needs its spectral gain, latent speed and band limit first; run "
                            "calibrate_spectrum and calibrate_latent_speed")
-    gain = {k: v for k, v in gain.items() if k not in ("rollout", "rollout_fit")}
+    gain = without_rollout_gain(gain)
     pred.meta["spectral_gain"] = gain  # the rollouts serve without a former rollout gain
     lo, hi = _train_frames(pred)
     with open_dataset(data) as ds:
@@ -209,8 +214,8 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
 
         def generated():
             for i, t in enumerate(starts):
-                chain = pred.rollout(ds.nt(t - 1).sum(0), ds.nt(t).sum(0), steps, sampler="ddim",
-                                     n_steps=sampler_steps, seed=seed + i, rollout_gain=False)
+                chain = pred.rollout(ds.nt(t - 1).sum(0), ds.nt(t).sum(0), steps, sampler=sampler,
+                                     n_steps=sampler_steps, seed=seed + i, thermostat=thermostat, rollout_gain=False)
                 for step, nt in enumerate(chain, start=1):
                     if step > burn_in:
                         yield nt[0]
@@ -220,8 +225,8 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
         reference = ((ds.nt(int(t)).sum(0) for t in chunk) for chunk in np.array_split(frames, blocks))
         fitted = fit_rollout_gain(reference, generated(), ds.cell(0), pred.meta["band_limit"], gain,
                                   max_block_spread=float(max_block_spread))
-    fit = {"starts": starts, "steps": steps, "burn_in": burn_in, "sampler": "ddim", "sampler_steps": sampler_steps,
-           "thermostat": 1.0, "seed": seed, "reference_frames": len(frames), "blocks": blocks,
+    fit = {"starts": starts, "steps": steps, "burn_in": burn_in, "sampler": sampler, "sampler_steps": sampler_steps,
+           "thermostat": thermostat, "seed": seed, "reference_frames": len(frames), "blocks": blocks,
            "max_block_spread": float(max_block_spread),
            "from_shell": fitted["from_shell"], "block_spread": fitted["block_spread"]}
     out = {"spectral_gain": {**gain, "rollout": fitted["knots"], "rollout_fit": fit}}

@@ -100,6 +100,9 @@ class GldmTrainConfig:
         the denoiser learns to correct what its own outputs carry forward. Only samples whose
         history is full and continues one more step qualify (about a third with the defaults).
         0: off.
+    rollout_calibration_steps : int
+        Steps of each of the 4 rollouts from training frames that fit the rollout gain when the
+        run finishes (:func:`~ase_ldm.gldm.calibration.calibrate_rollout_spectrum`). 0: none fitted.
     test_fraction : float
         Last fraction of the main dataset's frames held out (split by time).
     seed : int
@@ -120,6 +123,7 @@ class GldmTrainConfig:
     drop_atoms: float = 0.15
     history_noise: float = 0.02
     self_rollout: float = 0.0
+    rollout_calibration_steps: int = 250
     test_fraction: float = 0.2
     seed: int = 0
     checkpoint_every: int = 250
@@ -160,5 +164,8 @@ def check_train_config(cfg: GldmTrainConfig) -> None:
     for name in ("ae_lr", "denoiser_lr"):
         if not getattr(cfg, name) > 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.rollout_calibration_steps != 0 and cfg.rollout_calibration_steps < 4:
+        raise InvalidInput(f"rollout_calibration_steps must be 0 (none) or at least 4, "
+                           f"got {cfg.rollout_calibration_steps}")
     if cfg.history_noise < 0 or cfg.sjsd_weight < 0:
         raise InvalidInput("history_noise and sjsd_weight must not be negative")

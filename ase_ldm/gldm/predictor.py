@@ -332,6 +332,11 @@ class GridLDMPredictor:
         spread = float(std.abs().sum() / mean.abs().sum())
         return Samples(mean.double().cpu().numpy(), std.double().cpu().numpy(), spread, s.double().cpu().numpy())
 
+    @property
+    def has_rollout_gain(self) -> bool:
+        """Whether model.json holds a fitted rollout gain, which sampled rollouts are served through."""
+        return "rollout" in (self.meta.get("spectral_gain") or {})
+
     def set_sampler(self, sampler: str, steps: int = 10) -> None:
         """'ddim' with ``steps`` levels, or 'ddpm' (all levels)."""
         if sampler not in SAMPLERS:
@@ -387,7 +392,7 @@ class GridLDMPredictor:
         if not isinstance(rollout_gain, (bool, np.bool_)):
             raise InvalidInput(f"rollout_gain must be True or False, got {rollout_gain!r}")
         served = "sample" if mode == "sample" else "mean"
-        if mode == "sample" and rollout_gain and "rollout" in (self.meta.get("spectral_gain") or {}):
+        if mode == "sample" and rollout_gain and self.has_rollout_gain:
             served = "rollout"
         return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode,
                              None if thermostat is None else float(thermostat), served)

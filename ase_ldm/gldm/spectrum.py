@@ -20,15 +20,16 @@ A third, optional gain corrects what sampled autonomous rollouts serve:
 
 - ``rollout``: fitted on the model's own sampled rollouts from training frames
   (:func:`fit_rollout_gain`), so that the served densities have the training frames' mean Fourier
-  amplitude per shell. A chain's generated latents carry more short-wavelength structure than
-  reconstructions (on ``li16-800K``: 12-104 % too much amplitude at 6.9-12.2 1/A), which the
-  ``sample`` gain, fitted on reconstructions, cannot see. It multiplies the ``sample`` gain on what
-  a rollout yields only; the density the chain re-encodes keeps the ``sample`` gain, so the chain's
-  dynamics do not change.
+  amplitude per shell. A chain's generated latents decode with more short-wavelength structure
+  than reconstructions (BENCHMARKS.md, "The rollout gain"), which the ``sample`` gain, fitted on
+  reconstructions, cannot see. It multiplies the ``sample`` gain on what a rollout yields only;
+  the density the chain re-encodes keeps the ``sample`` gain, so the chain's latents do not change.
 
 Stored in model.json as ``spectral_gain``: ``{"shell_width": w, "mean": [...], "sample": [...],
 "frames": [...]}``, with ``"rollout": [...]`` and ``"rollout_fit": {...}`` (the fit's settings)
-once fitted; knot s sits at :math:`|G| = s w`. Refitting ``mean`` and ``sample`` drops ``rollout``.
+once fitted; knot s sits at :math:`|G| = s w`. The rollout gain depends on the chains, so refitting
+``mean`` and ``sample``, the latent speed, or the denoiser (a fine-tune) drops it
+(:func:`without_rollout_gain`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,23 @@ import numpy as np
 from ..core.fourier import band_mask, reciprocal_grid, reciprocal_vectors
 from ..errors import CheckpointError, InvalidInput
 
-__all__ = ["GAIN_KINDS", "check_spectral_gain", "fit_rollout_gain", "fit_spectral_gain", "spectral_filter"]
+__all__ = ["GAIN_KINDS", "UnstableSpectrum", "check_spectral_gain", "fit_rollout_gain", "fit_spectral_gain",
+           "spectral_filter", "without_rollout_gain"]
 
 #: which gain each use of a decoded density takes (see the module docstring)
 GAIN_KINDS = ("mean", "sample", "rollout")
 _FITTED = ("mean", "sample")  # always present in a fitted gain; 'rollout' is optional
 _CLIP = {"mean": (0.0, 2.0), "sample": (0.0, 4.0), "rollout": (0.0, 4.0)}
+_REFIT = {"mean": "calibrate_spectrum", "sample": "calibrate_spectrum", "rollout": "calibrate_rollout_spectrum"}
+
+
+class UnstableSpectrum(InvalidInput):
+    """No shell of the reference's spectrum is stable enough to fit a rollout gain to."""
+
+
+def without_rollout_gain(gain: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``gain`` without its ``rollout`` knots and their fit (a copy), for when the chains change."""
+    return None if gain is None else {k: v for k, v in gain.items() if k not in ("rollout", "rollout_fit")}
 
 
 def _half_weights(grid: tuple[int, int, int]) -> np.ndarray:
@@ -141,11 +153,13 @@ def fit_rollout_gain(reference_blocks: Iterable[Iterable[np.ndarray]], generated
     :math:`\phi_j` the interpolation's hat functions.
 
     Only shells whose mean amplitude is a property of the liquid are fitted. At the smallest
-    :math:`|G|` it belongs to the configuration of the moment: on the Li16 reference the mean
-    amplitude of shells 1-5 varies by 3-10 % between blocks of 30 training frames (every third
-    frame), that of the shells above by less than 1 %. The knots below the first shell whose mean amplitude varies by
-    less than ``max_block_spread`` (relative standard deviation over ``reference_blocks``) stay 1,
-    as does knot 0 (the mean density); knots beyond the band hold the edge's value.
+    :math:`|G|` it belongs to the configuration of the moment and differs from one stretch of a
+    trajectory to the next (BENCHMARKS.md, "The rollout gain"). Shell ``from_shell`` is the first
+    whose mean amplitude varies by less than ``max_block_spread`` (relative standard deviation over
+    ``reference_blocks``); it and every shell above it that holds plane waves of the band are
+    fitted, the band's partial edge shell included. The knots below it stay 1, as does knot 0 (the
+    mean density; the hat of knot ``from_shell`` still reaches into shell ``from_shell - 1``), and
+    the knots above the edge shell hold its value.
 
     Parameters
     ----------
@@ -156,96 +170,112 @@ def fit_rollout_gain(reference_blocks: Iterable[Iterable[np.ndarray]], generated
     cell : (3, 3) Angstrom.
     band_limit : the data's band, 1/A.
     gain : the fitted ``spectral_gain`` (its ``shell_width`` and number of knots are kept).
-    max_block_spread : the stationarity threshold above.
+    max_block_spread : the stationarity threshold above, > 0.
 
     Returns
     -------
-    dict with ``knots`` (list, one per knot of ``gain``), ``from_shell`` (the first fitted knot)
-    and ``block_spread`` (the relative spread of each shell's mean amplitude over the blocks).
+    dict with ``knots`` (list, one per knot of ``gain``), ``from_shell`` and ``block_spread`` (the
+    relative spread of each shell's mean amplitude over the blocks).
+
+    Raises
+    ------
+    UnstableSpectrum
+        When no shell is stable to ``max_block_spread`` (too few or too short blocks).
     """
     from scipy.optimize import lsq_linear
 
     check_spectral_gain(gain)
     cell = np.asarray(cell, float)
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-9:
+        raise InvalidInput(f"cell must be a finite (3, 3) matrix with nonzero volume, got {cell.tolist()}")
+    for name, value in (("band_limit", band_limit), ("max_block_spread", max_block_spread)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 < value < np.inf:
+            raise InvalidInput(f"{name} must be a positive number, got {value!r}")
     width, nk = float(gain["shell_width"]), len(gain["mean"])
     grid: list[tuple[int, ...]] = []
 
-    def mean_amplitude(fields: Iterable[np.ndarray], what: str) -> np.ndarray:
+    def mean_amplitude(fields: Iterable[np.ndarray], what: str) -> tuple[np.ndarray, int]:
         total, n = None, 0
         for x in fields:
             x = np.asarray(x, np.float64)
             if x.ndim != 3 or (grid and x.shape != grid[0]):
                 raise InvalidInput(f"the {what} densities need the one 3D grid of the reference, got {x.shape}")
+            if not np.all(np.isfinite(x)):
+                raise InvalidInput(f"a {what} density has non-finite values")
             grid[:1] = [x.shape]
             a = np.abs(np.fft.rfftn(x)).ravel()
             total = a if total is None else total + a
             n += 1
         if n == 0:
             raise InvalidInput(f"no {what} densities to fit the rollout gain to")
-        return total / n
+        return total / n, n
 
-    blocks = [mean_amplitude(b, "reference") for b in reference_blocks]
-    if len(blocks) < 2:
-        raise InvalidInput(f"the rollout gain needs at least 2 blocks of reference frames, got {len(blocks)}")
-    R = np.mean(blocks, axis=0)
-    A = mean_amplitude(generated, "generated")
+    per = [mean_amplitude(b, "reference") for b in reference_blocks]
+    if len(per) < 2:
+        raise InvalidInput(f"the rollout gain needs at least 2 blocks of reference frames, got {len(per)}")
+    blocks, counts = zip(*per)
+    R = np.average(blocks, axis=0, weights=counts)  # the mean over all reference frames
+    A, _ = mean_amplitude(generated, "generated")
     kabs, shell = _shells(cell, grid[0], width)
     w = _band_weights(grid[0], kabs, band_limit)
-    ns = int(shell.max()) + 1
+    ns = max(int(shell.max()) + 1, nk)
     per_block = np.array([np.bincount(shell, w * b, ns) for b in blocks])
     mean = per_block.mean(0)
     spread = np.where(mean > 0, per_block.std(0, ddof=1) / np.where(mean > 0, mean, 1.0), 0.0)
+    in_band = np.bincount(shell, w, ns) > 0
     stable = np.flatnonzero((spread[1:] < max_block_spread) & (mean[1:] > 0)) + 1
     if len(stable) == 0:
-        raise InvalidInput(f"no shell of |G| inside the band has a mean amplitude stable to {max_block_spread} "
-                           "over the reference blocks; give more reference frames or a larger max_block_spread")
-    first = int(stable[0])
-    u = np.minimum(kabs / width, nk - 1)
-    j0 = np.minimum(np.floor(u).astype(np.int64), nk - 1)
+        raise UnstableSpectrum(f"no shell of |G| inside the band has a mean amplitude stable to {max_block_spread} "
+                               "over the reference blocks; give more reference frames or a larger max_block_spread")
+    first, last = int(stable[0]), int(np.flatnonzero(in_band)[-1])
+    if last >= nk:
+        raise InvalidInput(f"the band {band_limit} 1/A reaches shell {last}, beyond the gain's {nk} knots")
+    # the hat functions of the knots; the knots above the edge shell hold its value (one column)
+    u = kabs / width
+    j0 = np.floor(u).astype(np.int64)
     f = u - j0
-    M = np.zeros((ns, nk))
-    for j, phi in ((j0, 1 - f), (np.minimum(j0 + 1, nk - 1), f)):
-        np.add.at(M, (shell, j), w * A * phi)
+    M = np.zeros((ns, last + 1))
+    for j, phi in ((j0, 1 - f), (j0 + 1, f)):
+        np.add.at(M, (shell, np.minimum(j, last)), w * A * phi)
     rhs = np.bincount(shell, w * R, ns)
-    rows = np.bincount(shell, w, ns) > 0
+    rows = in_band.copy()
     rows[:first] = False
-    free = np.flatnonzero(M[rows].sum(0) > 0)
-    free = free[free >= first]
-    if not rows.any() or len(free) == 0:
-        raise InvalidInput(f"no shell of |G| inside the band {band_limit} 1/A holds amplitude to fit")
-    fixed = np.setdiff1d(np.arange(nk), free)
+    free = np.arange(first, last + 1)
     g = np.ones(nk)
-    fit = lsq_linear(M[rows][:, free], rhs[rows] - M[rows][:, fixed] @ g[fixed], bounds=_CLIP["rollout"])
+    fixed = M[rows][:, :first] @ g[:first]
+    fit = lsq_linear(M[rows][:, free], rhs[rows] - fixed, bounds=_CLIP["rollout"])
     g[free] = fit.x
-    g[free[-1] + 1:] = g[free[-1]]
-    return {"knots": g.round(6).tolist(), "from_shell": first, "block_spread": spread.round(5).tolist()}
+    g[last + 1:] = g[last]
+    return {"knots": g.round(6).tolist(), "from_shell": first, "block_spread": spread[:nk].round(5).tolist()}
 
 
 def check_spectral_gain(gain: Any) -> None:
     """Raise CheckpointError unless ``gain`` is a fitted gain: a positive finite ``shell_width``
-    and, for each kind, as many finite, non-negative knots (at least 2) as the other kind."""
-    def bad(why: str) -> CheckpointError:
+    and, for ``mean``, ``sample`` and (where present) ``rollout``, the same number (at least 2) of
+    finite, non-negative knots."""
+    def bad(why: str, kind: str = "mean") -> CheckpointError:
         return CheckpointError(f"model.json's spectral_gain is damaged ({why}); refit it with "
-                               "ase_ldm.gldm.calibration.calibrate_spectrum")
+                               f"ase_ldm.gldm.calibration.{_REFIT[kind]}")
 
     if not isinstance(gain, dict):
         raise bad(f"a {type(gain).__name__}, not a dict")
     width = gain.get("shell_width")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 1e-6 < width < 1e6:
         raise bad(f"shell_width {width!r}")
-    lengths = set()
+    lengths = {}
     for kind in GAIN_KINDS:
         if kind not in _FITTED and kind not in gain:
             continue
         g = gain.get(kind)
         if not isinstance(g, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in g):
-            raise bad(f"{kind} is not a list of numbers")
+            raise bad(f"{kind} is not a list of numbers", kind)
         a = np.asarray(g, float)
         if len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise bad(f"{kind} needs at least 2 finite, non-negative knots")
-        lengths.add(len(a))
-    if len(lengths) != 1:
-        raise bad("its gains have different numbers of knots")
+            raise bad(f"{kind} needs at least 2 finite, non-negative knots", kind)
+        lengths[kind] = len(a)
+    for kind, n in lengths.items():
+        if n != lengths["mean"]:
+            raise bad(f"{kind} has {n} knots, mean {lengths['mean']}", kind)
 
 
 def spectral_filter(gain: dict[str, Any] | None, kind: str, cell: np.ndarray, grid: tuple[int, int, int],

@@ -37,7 +37,7 @@ from ..sync.symmetry import symmetry_ops
 from .config import GldmConfig, GldmTrainConfig, check_train_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
-from .spectrum import spectral_filter
+from .spectrum import UnstableSpectrum, spectral_filter, without_rollout_gain
 
 __all__ = ["GLDM_KIND", "Trajectories", "train_gldm", "relative_l1"]
 
@@ -269,7 +269,7 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
             model.load_state_dict(theirs)
             meta_base["finetuned_from"] = str(finetune)
             if src_meta.get("spectral_gain") is not None:  # the same decoder: its gain holds until refitted
-                meta_base["spectral_gain"] = src_meta["spectral_gain"]
+                meta_base["spectral_gain"] = without_rollout_gain(src_meta["spectral_gain"])  # new chains
         else:
             keep = {k: v for k, v in theirs.items() if k.startswith("autoencoder.") or k in ("log_mu", "log_sigma")}
             model.load_state_dict(keep, strict=False)
@@ -411,10 +411,13 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
 
         calibrate_spectrum(run, data_path, write=True)
         calibrate_latent_speed(run, data_path, write=True)
-        try:
-            calibrate_rollout_spectrum(run, data_path, seed=cfg.seed, write=True)
-        except InvalidInput as err:  # too few frames for a stable shell: rollouts serve the sample gain
-            log.warning("no rollout gain fitted: %s", err)
+        if cfg.rollout_calibration_steps:
+            n = cfg.rollout_calibration_steps
+            try:
+                calibrate_rollout_spectrum(run, data_path, steps=n, burn_in=min(10, n // 4), seed=cfg.seed,
+                                           write=True)
+            except UnstableSpectrum as err:  # rollouts then serve through the sample gain alone
+                log.warning("no rollout gain fitted: %s", err)
         out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
         log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}

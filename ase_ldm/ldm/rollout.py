@@ -112,6 +112,8 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
         # provenance: the further options of the model's rollout, as given or by their (non-None) defaults
         effective = {**{k: p.default for k, p in takes.items() if k not in standard
                         and p.default is not inspect.Parameter.empty and p.default is not None}, **options}
+        if "rollout_gain" in effective:  # what was served: a model without a fitted gain serves none
+            effective["rollout_gain"] = bool(effective["rollout_gain"]) and bool(getattr(sur, "has_rollout_gain", 0))
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
                  "timestep_fs": sur.timestep_fs, "positions_note": "atoms not modelled: positions copied from "

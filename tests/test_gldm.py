@@ -231,6 +231,21 @@ def test_bad_settings_are_refused_before_training(recorded_long, tmp_path):
     assert not (tmp_path / "a" / "model.json").exists()
 
 
+def test_training_on_few_frames_ends_with_every_calibration(recorded_long, tmp_path):
+    """A split with few training frames still ends with the rollout gain (in fewer blocks) or
+    without it, and always with the spread."""
+    from ase_ldm.gldm.training import train_gldm
+
+    for fraction in (0.55, 0.65):  # 5 and 4 training frames
+        run = tmp_path / str(fraction)
+        train_gldm(recorded_long, run, tiny_gldm_config(test_fraction=fraction, denoiser_steps=4), progress=False)
+        meta = json.loads((run / "model.json").read_text())
+        assert "spread_scale" in meta and "latent_speed" in meta
+        frames = meta["train_frames"][1] - meta["train_frames"][0]
+        if "rollout" in meta["spectral_gain"]:
+            assert meta["spectral_gain"]["rollout_fit"]["blocks"] <= frames // 2
+
+
 def test_modes_without_information_are_refused(trained_gldm, recorded_long):
     from ase_ldm.core.registry import load
     from ase_ldm.errors import InvalidInput
@@ -477,6 +492,13 @@ def test_rollout_gain_corrects_what_rollouts_serve(trained_gldm, recorded_long, 
             calibrate_rollout_spectrum(run, recorded_long, **bad)
     with pytest.raises(InvalidInput, match="rollout_gain"):
         model.rollout(a, b, 2, rollout_gain="yes")
+    from ase_ldm.ldm.rollout import rollout_to_datasets
+
+    for mode, served in (("sample", True), ("mean", False)):  # the file records what was served
+        (path,) = rollout_to_datasets(run, recorded_long, 10, 2, tmp_path / f"{mode}.h5", n_steps=4, device="cpu",
+                                      options={"mode": mode})
+        with open_dataset(path) as ds:
+            assert bool(ds.attrs["rollout_rollout_gain"]) is served
     # refitting the decoder's gains or the thermostat's target drops the rollout gain fitted on top
     assert load(run, device="cpu").has_rollout_gain
     calibrate_latent_speed(run, recorded_long, write=True)
@@ -632,7 +654,12 @@ def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_lon
 
     from ase_ldm.core.registry import load
     from ase_ldm.errors import CheckpointError, InvalidInput
-    from ase_ldm.gldm.calibration import calibrate_latent_speed, calibrate_spectrum, calibrate_spread
+    from ase_ldm.gldm.calibration import (
+        calibrate_latent_speed,
+        calibrate_rollout_spectrum,
+        calibrate_spectrum,
+        calibrate_spread,
+    )
     from ase_ldm.gldm.training import train_gldm
 
     src, _ = trained_gldm
@@ -644,6 +671,8 @@ def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_lon
                ("spectral_gain", {**gain, "mean": gain["mean"][:-1]}), ("spectral_gain", {**gain, "shell_width": True}),
                ("spectral_gain", {**gain, "rollout": [-1.0] * n}),
                ("spectral_gain", {**gain, "rollout": gain["mean"][:-1]}),
+               ("spectral_gain", {**gain, "rollout": [1e300] * n}),
+               ("spectral_gain", {k: v for k, v in gain.items() if k != "rollout"}),  # a fit without knots
                ("spectral_gain", [1.0, 2.0])]
     for i, (key, value) in enumerate(damaged):
         run = tmp_path / f"d{i}"
@@ -651,6 +680,17 @@ def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_lon
         (run / "model.json").write_text(json.dumps({**meta0, key: value}))
         with pytest.raises(CheckpointError, match=key):
             load(run, device="cpu")
+    # a damaged rollout gain is refitted by the calibration its error names
+    run = tmp_path / "repair"
+    shutil.copytree(src, run)
+    (run / "model.json").write_text(json.dumps({**meta0, "spectral_gain": {**gain, "rollout": [float("nan")] * n}}))
+    with pytest.raises(CheckpointError, match="calibrate_rollout_spectrum"):
+        load(run, device="cpu")
+    calibrate_rollout_spectrum(run, recorded_long, chains=np.int64(2), steps=np.int64(8), burn_in=2, blocks=3,
+                               write=True)
+    assert load(run, device="cpu").has_rollout_gain
+    with pytest.raises(InvalidInput, match="chains"):
+        calibrate_rollout_spectrum(run, recorded_long, chains=10 ** 6, write=True)
     run = tmp_path / "ok"
     shutil.copytree(src, run)
     before = (run / "model.json").read_text()

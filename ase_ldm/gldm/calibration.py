@@ -20,13 +20,14 @@ fitted (``benchmarks/bench_gldm.py``).
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from typing import Any
 
 import numpy as np
 
 from ..data.atomic import write_text_atomic
-from ..errors import InvalidInput
+from ..errors import CheckpointError, InvalidInput
 
 __all__ = ["calibrate_latent_speed", "calibrate_rollout_spectrum", "calibrate_spectrum", "calibrate_spread"]
 
@@ -50,8 +51,13 @@ def _check_training_data(pred: Any, ds: Any, data: str | os.PathLike, max_frames
 
 def _train_frames(pred: Any) -> tuple[int, int]:
     """The model's training frames of its main dataset, [lo, hi)."""
-    lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
-    return int(lo), int(hi)
+    try:
+        lo, hi = pred.meta.get("train_frames", (0, pred.meta["val_frames"][0]))
+        lo, hi = int(lo), int(hi)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise CheckpointError(f"{pred.name}'s model.json has no valid train_frames or val_frames "
+                              f"({pred.meta.get('train_frames')!r}); the file is damaged") from None
+    return lo, hi
 
 
 def _write_meta(model: str | os.PathLike, out: dict[str, Any]) -> None:
@@ -83,7 +89,7 @@ def calibrate_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, max
     from .predictor import GridLDMPredictor
     from .spectrum import fit_spectral_gain
 
-    pred = GridLDMPredictor.load(model, device="cpu")
+    pred = GridLDMPredictor.load(model, device="cpu", drop_rollout_gain=True)
     if pred.meta.get("band_limit") is None:
         raise InvalidInput(f"{model} has no band_limit in its model.json; retrain it with this version")
     lo, hi = _train_frames(pred)
@@ -131,7 +137,7 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
     from .predictor import GridLDMPredictor
     from .spectrum import without_rollout_gain
 
-    pred = GridLDMPredictor.load(model, device="cpu")
+    pred = GridLDMPredictor.load(model, device="cpu", drop_rollout_gain=True)
     lo, hi = _train_frames(pred)
     speeds = []
     with open_dataset(data) as ds:
@@ -190,14 +196,19 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     for name, value, least in (("chains", chains, 1), ("steps", steps, 1), ("burn_in", burn_in, 0),
                                ("sampler_steps", sampler_steps, 1), ("max_frames", max_frames, 1),
                                ("blocks", blocks, 2), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                or not least <= value < 2 ** 62:
             raise InvalidInput(f"{name} must be an integer of at least {least}, got {value!r}")
-    if isinstance(max_block_spread, bool) or not isinstance(max_block_spread, (int, float)) \
+    chains, steps, burn_in, sampler_steps, max_frames, blocks, seed = (
+        int(v) for v in (chains, steps, burn_in, sampler_steps, max_frames, blocks, seed))
+    if isinstance(max_block_spread, (bool, np.bool_)) or not isinstance(max_block_spread, numbers.Real) \
             or not 0 < max_block_spread < 10:
         raise InvalidInput(f"max_block_spread must be a relative spread in (0, 10), got {max_block_spread!r}")
+    if not isinstance(write, (bool, np.bool_)):
+        raise InvalidInput(f"write must be True or False, got {write!r}")
     if burn_in >= steps:
         raise InvalidInput(f"burn_in ({burn_in}) must be below steps ({steps}): nothing would be left to fit")
-    pred = GridLDMPredictor.load(model, device="cpu")
+    pred = GridLDMPredictor.load(model, device="cpu", drop_rollout_gain=True)
     gain = pred.meta.get("spectral_gain")
     if gain is None or pred.meta.get("latent_speed") is None or pred.meta.get("band_limit") is None:
         raise InvalidInput(f"{model} needs its spectral gain, latent speed and band limit first; run "
@@ -209,6 +220,9 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
         _check_training_data(pred, ds, data, max_frames)
         if hi > len(ds) or hi - lo < 2:
             raise InvalidInput(f"{data} has {len(ds)} frames; the model trained on frames {lo}..{hi - 1}")
+        if chains > hi - lo - 1:
+            raise InvalidInput(f"chains ({chains}) must be at most {hi - lo - 1}: each starts from its own pair of "
+                               f"the {hi - lo} training frames")
         starts = np.unique(np.linspace(lo + 1, hi - 1, chains).round().astype(int)).tolist()
         frames = np.unique(np.linspace(lo, hi - 1, min(max_frames, hi - lo)).round().astype(int)).tolist()
 
@@ -225,7 +239,8 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
         reference = ((ds.nt(int(t)).sum(0) for t in chunk) for chunk in np.array_split(frames, blocks))
         fitted = fit_rollout_gain(reference, generated(), ds.cell(0), pred.meta["band_limit"], gain,
                                   max_block_spread=float(max_block_spread))
-    fit = {"starts": starts, "steps": steps, "burn_in": burn_in, "sampler": sampler, "sampler_steps": sampler_steps,
+    fit = {"chains": chains, "starts": starts, "steps": steps, "burn_in": burn_in, "sampler": sampler,
+           "sampler_steps": sampler_steps,
            "thermostat": thermostat, "seed": seed, "reference_frames": len(frames), "blocks": blocks,
            "max_block_spread": float(max_block_spread),
            "from_shell": fitted["from_shell"], "block_spread": fitted["block_spread"]}
@@ -250,7 +265,7 @@ def calibrate_spread(model: str | os.PathLike, data: str | os.PathLike, *, sampl
     from ..data.store import open_dataset
     from .predictor import GridLDMPredictor
 
-    pred = GridLDMPredictor.load(model, device="cpu")
+    pred = GridLDMPredictor.load(model, device="cpu", drop_rollout_gain=True)
     lo, hi = pred.meta["val_frames"]
     pred.spread_scale = {}
     scale, detail = {}, {}

@@ -164,7 +164,8 @@ def check_train_config(cfg: GldmTrainConfig) -> None:
     for name in ("ae_lr", "denoiser_lr"):
         if not getattr(cfg, name) > 0:
             raise InvalidInput(f"{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.rollout_calibration_steps != 0 and cfg.rollout_calibration_steps < 4:
+    n = cfg.rollout_calibration_steps
+    if isinstance(n, bool) or not isinstance(n, int) or (n != 0 and n < 4):
         raise InvalidInput(f"rollout_calibration_steps must be 0 (none) or at least 4, "
                            f"got {cfg.rollout_calibration_steps}")
     if cfg.history_noise < 0 or cfg.sjsd_weight < 0:

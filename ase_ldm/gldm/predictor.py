@@ -39,7 +39,7 @@ from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
 from .model import GridLDM, served_density
 from .nets import latent_grid
-from .spectrum import check_spectral_gain, spectral_filter
+from .spectrum import check_spectral_gain, spectral_filter, without_rollout_gain
 
 __all__ = ["GridLDMPredictor", "Samples", "thermostatted"]
 
@@ -124,20 +124,25 @@ class GridLDMPredictor:
     # -- loading ---------------------------------------------------------------------------
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, device: str = "auto", max_history: int | None = None,
-             symmetry_average: int = 1) -> GridLDMPredictor:
-        """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`)."""
+             symmetry_average: int = 1, drop_rollout_gain: bool = False) -> GridLDMPredictor:
+        """Load a run directory or pretrained name (see :func:`ase_ldm.core.registry.load`).
+        ``drop_rollout_gain``: load without model.json's rollout gain, even a damaged one (the
+        calibrations that replace it)."""
         from ..core.registry import load
 
-        return load(name_or_path, device, max_history=max_history, expect=cls, symmetry_average=symmetry_average)
+        return load(name_or_path, device, max_history=max_history, expect=cls, symmetry_average=symmetry_average,
+                    drop_rollout_gain=drop_rollout_gain)
 
     @classmethod
     def from_checkpoint(cls, run: Path, meta: dict[str, Any], device: str = "auto", **options: Any
                         ) -> GridLDMPredictor:
         """The registry's loader: build the networks described by ``meta`` and load the weights."""
-        unknown = set(options) - {"symmetry_average"}
+        unknown = set(options) - {"symmetry_average", "drop_rollout_gain"}
         if unknown:
             raise InvalidInput("the grid-latent diffusion model takes the option symmetry_average, not "
                                f"{sorted(unknown)}")
+        if options.pop("drop_rollout_gain", False) and isinstance(meta.get("spectral_gain"), dict):
+            meta = {**meta, "spectral_gain": without_rollout_gain(meta["spectral_gain"])}
         for key in ("gldm_config", "prior", "grid_spacing", "electrons_per_atom"):
             if key not in meta:
                 raise CheckpointError(f"{run}/model.json lacks {key!r}; the file is incomplete")

@@ -58,6 +58,8 @@ class UnstableSpectrum(InvalidInput):
 
 def without_rollout_gain(gain: dict[str, Any] | None) -> dict[str, Any] | None:
     """``gain`` without its ``rollout`` knots and their fit (a copy), for when the chains change."""
+    if gain is not None and not isinstance(gain, dict):
+        raise InvalidInput(f"a spectral gain is a dict, got {type(gain).__name__}")
     return None if gain is None else {k: v for k, v in gain.items() if k not in ("rollout", "rollout_fit")}
 
 
@@ -240,6 +242,10 @@ def fit_rollout_gain(reference_blocks: Iterable[Iterable[np.ndarray]], generated
     rhs = np.bincount(shell, w * R, ns)
     rows = in_band.copy()
     rows[:first] = False
+    empty = np.flatnonzero(rows & (np.bincount(shell, w * A, ns) <= 0))
+    if len(empty):
+        raise InvalidInput(f"the generated densities hold no amplitude in shell {int(empty[0])} of the band; "
+                           "they cannot be scaled to the reference's")
     free = np.arange(first, last + 1)
     g = np.ones(nk)
     fixed = M[rows][:, :first] @ g[:first]
@@ -270,9 +276,11 @@ def check_spectral_gain(gain: Any) -> None:
         if not isinstance(g, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in g):
             raise bad(f"{kind} is not a list of numbers", kind)
         a = np.asarray(g, float)
-        if len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise bad(f"{kind} needs at least 2 finite, non-negative knots", kind)
+        if len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > _CLIP[kind][1]):
+            raise bad(f"{kind} needs at least 2 knots, each in [0, {_CLIP[kind][1]}] as fitted", kind)
         lengths[kind] = len(a)
+    if ("rollout_fit" in gain) != ("rollout" in gain) or not isinstance(gain.get("rollout_fit", {}), dict):
+        raise bad("rollout and rollout_fit (a dict) come together", "rollout")
     for kind, n in lengths.items():
         if n != lengths["mean"]:
             raise bad(f"{kind} has {n} knots, mean {lengths['mean']}", kind)

@@ -411,13 +411,16 @@ def train_gldm(data_path: str | os.PathLike, run_dir: str | os.PathLike, cfg: Gl
 
         calibrate_spectrum(run, data_path, write=True)
         calibrate_latent_speed(run, data_path, write=True)
-        if cfg.rollout_calibration_steps:
-            n = cfg.rollout_calibration_steps
+        n, frames = cfg.rollout_calibration_steps, int(meta_base["train_frames"][1] - meta_base["train_frames"][0])
+        if n and frames >= 4:  # 2 blocks of 2 frames at least; up to 6 blocks, 4 chains
             try:
-                calibrate_rollout_spectrum(run, data_path, steps=n, burn_in=min(10, n // 4), seed=cfg.seed,
-                                           write=True)
+                calibrate_rollout_spectrum(run, data_path, chains=min(4, frames - 1), steps=n,
+                                           burn_in=min(10, n // 4), seed=cfg.seed,
+                                           blocks=min(6, frames // 2), write=True)
             except UnstableSpectrum as err:  # rollouts then serve through the sample gain alone
                 log.warning("no rollout gain fitted: %s", err)
+        elif n:
+            log.warning("no rollout gain fitted: %d training frames are too few", frames)
         out = calibrate_spread(run, data_path, seed=cfg.seed, write=True)
         log.info("spread calibration: %s", out["spread_scale"])
     return {"history": history, "run_dir": str(run)}

@@ -38,6 +38,7 @@ def main() -> None:
     from ase_ldm.core.registry import model_dir
     from ase_ldm.data import Frame, open_dataset, write_frames
     from ase_ldm.gldm.calibration import calibrate_rollout_spectrum
+    from ase_ldm.gldm.model import served_density
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -79,12 +80,14 @@ def main() -> None:
                     extra = np.where(band_mask(cell, grid, meta["band_limit"]),
                                      np.interp(kabs / gain["shell_width"], np.arange(len(knots)), knots), 1.0)
 
-                    def served(ro=ro, extra=extra, grid=grid):
+                    weights = torch.as_tensor(extra)
+                    dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
+
+                    def served(ro=ro, weights=weights, dV=dV):
                         for t in range(len(ro)):
                             f = ro.frame(t)
-                            x = f.nt_sR.sum(0).astype(np.float64)
-                            y = np.fft.irfftn(np.fft.rfftn(x) * extra, s=grid).clip(min=1e-6)  # as served_density
-                            y *= x.sum() / y.sum()
+                            x = torch.as_tensor(f.nt_sR.sum(0)[None], dtype=torch.float64)
+                            y = served_density(x, weights, float(x.sum()) * dV, dV)[0].numpy()
                             yield Frame(nt_sR=y[None].astype(np.float32), positions=f.positions, cell=f.cell,
                                         numbers=f.numbers, time_fs=f.time_fs)
 

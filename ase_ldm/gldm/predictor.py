@@ -411,9 +411,6 @@ class GridLDMPredictor:
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 
-        def density(decoded: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-            return served_density(decoded, weights, electrons, dV)
-
         with torch.inference_mode():
             start = self.model.encode(torch.as_tensor(np.stack([n, n_prev]), device=self.device))
         past = [start[j].expand(B, *start.shape[1:]) for j in range(min(2, H))]
@@ -433,8 +430,8 @@ class GridLDMPredictor:
                 if tau is not None:
                     new = thermostatted(new, past[0], float(self.meta["latent_speed"]), tau)
                 decoded = self.model.decode(new)
-                nt = density(decoded, band)
+                nt = served_density(decoded, band, electrons, dV)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]
-                out = (nt if out_band is band else density(decoded, out_band)).cpu().numpy()
+                out = (nt if out_band is band else served_density(decoded, out_band, electrons, dV)).cpu().numpy()
             yield out

@@ -21,7 +21,6 @@ overall and per band), beside the rollout as written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -32,30 +31,20 @@ import numpy as np
 
 def main() -> None:
     import torch
+    from reserve import parser, serve, test_segment
 
     from ase_ldm.analysis.evaluate import evaluate
     from ase_ldm.core.fourier import band_mask, reciprocal_grid
     from ase_ldm.core.registry import model_dir
-    from ase_ldm.data import Frame, open_dataset, write_frames
+    from ase_ldm.data import open_dataset
     from ase_ldm.gldm.calibration import calibrate_rollout_spectrum
-    from ase_ldm.gldm.model import served_density
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("--data", required=True, help="the dataset the model trained on")
-    ap.add_argument("--rollouts", nargs="+", required=True, help="rollouts written with --no-rollout-gain")
-    ap.add_argument("--start", type=int, default=600, help="first test frame (the rollouts' start)")
-    ap.add_argument("--stop", type=int, default=750)
+    ap = parser(__doc__, "--no-rollout-gain", "rollout_gain")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 0.05, 0.02])
-    ap.add_argument("--out", default="bench-output/rollout_gain")
-    ap.add_argument("--json", default="bench-output/rollout_gain.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    test = out / "test_segment.h5"
-    with open_dataset(args.data) as ds:
-        write_frames(test, (ds.frame(i) for i in range(args.start, args.stop)), {"timestep_fs": ds.timestep_fs})
+    test = test_segment(args.data, args.start, args.stop, out)
 
     def scores(path: Path) -> dict:
         m = evaluate(path, test, None, plots=False)
@@ -74,26 +63,12 @@ def main() -> None:
             for r in args.rollouts:
                 with open_dataset(r) as ro:
                     cell, grid = ro.cell(0), ro.grid
-                    # the rollout knots inside the band; outside it the written density is kept as it is
-                    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
-                    knots = np.asarray(gain["rollout"])
-                    extra = np.where(band_mask(cell, grid, meta["band_limit"]),
-                                     np.interp(kabs / gain["shell_width"], np.arange(len(knots)), knots), 1.0)
-
-                    weights = torch.as_tensor(extra)
-                    dV = abs(float(np.linalg.det(cell))) / float(np.prod(grid))
-
-                    def served(ro=ro, weights=weights, dV=dV):
-                        for t in range(len(ro)):
-                            f = ro.frame(t)
-                            x = torch.as_tensor(f.nt_sR.sum(0)[None], dtype=torch.float64)
-                            y = served_density(x, weights, float(x.sum()) * dV, dV)[0].numpy()
-                            yield Frame(nt_sR=y[None].astype(np.float32), positions=f.positions, cell=f.cell,
-                                        numbers=f.numbers, time_fs=f.time_fs)
-
-                    path = out / f"{Path(r).stem}_spread{threshold}.h5"
-                    path.unlink(missing_ok=True)
-                    write_frames(path, served(), {"timestep_fs": ro.timestep_fs})
+                # the rollout knots inside the band; outside it the written density is kept as it is
+                kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+                knots = np.asarray(gain["rollout"])
+                extra = np.where(band_mask(cell, grid, meta["band_limit"]),
+                                 np.interp(kabs / gain["shell_width"], np.arange(len(knots)), knots), 1.0)
+                path = serve(r, out / f"{Path(r).stem}_spread{threshold}.h5", extra)
                 row["rollouts"][r] = scores(path)
             res["gains"][str(threshold)] = row
             print(threshold, json.dumps(row), flush=True)

@@ -465,7 +465,8 @@ def test_rollout_gain_corrects_what_rollouts_serve(trained_gldm, recorded_long, 
 
     def served(use_gain):
         out = [f[0] for i, (a, b) in enumerate(pairs)
-               for f in list(model.rollout(a, b, 16, sampler="ddim", n_steps=10, seed=i, rollout_gain=use_gain))[2:]]
+               for f in list(model.rollout(a, b, 16, sampler="ddim", n_steps=10, seed=i, rollout_gain=use_gain,
+                                           feedback=False))[2:]]
         return np.mean([np.abs(np.fft.rfftn(x)) for x in out], 0)
 
     def shell_error(amp):
@@ -476,7 +477,7 @@ def test_rollout_gain_corrects_what_rollouts_serve(trained_gldm, recorded_long, 
     # the same chain: what it yields differs only by the rollout knots (while the positivity clamp
     # is idle: this tiny model's unscaled chains reach it after a few steps)
     a, b = pairs[0]
-    x, y = (list(model.rollout(a, b, 3, sampler="ddim", n_steps=10, seed=0, rollout_gain=u))[-1][0]
+    x, y = (list(model.rollout(a, b, 3, sampler="ddim", n_steps=10, seed=0, rollout_gain=u, feedback=False))[-1][0]
             for u in (True, False))
     assert y.min() > 1e-5 and x.min() > 1e-5 and not np.allclose(x, y, rtol=1e-3)
     g = spectral_filter(gain, "rollout", cell, grid, meta["band_limit"])
@@ -508,6 +509,106 @@ def test_rollout_gain_corrects_what_rollouts_serve(trained_gldm, recorded_long, 
     assert "rollout" not in json.loads((run / "model.json").read_text())["spectral_gain"]
     with pytest.raises(InvalidInput, match="no rollout gain"):
         spectral_filter(json.loads((run / "model.json").read_text())["spectral_gain"], "rollout", cell, grid, 5.0)
+
+
+def test_feedback_holds_each_chain_at_the_training_spectrum(trained_gldm, recorded_long, tmp_path):
+    """The shell-amplitude feedback: an exponential moving average per chain and shell, and a
+    factor target / average on the controlled shells only; in a rollout it changes what the chain
+    yields by one factor per shell, never the chain; tau = 1 pins every frame at the target (capped at 4x)."""
+    import shutil
+
+    import torch
+
+    from ase_ldm.core.fourier import reciprocal_grid
+    from ase_ldm.core.registry import load
+    from ase_ldm.errors import CheckpointError, InvalidInput
+    from ase_ldm.gldm.feedback import ShellFeedback, has_feedback
+    from ase_ldm.gldm.spectrum import check_spectral_gain
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_gldm[0], run)
+    meta = json.loads((run / "model.json").read_text())
+    gain, limit = meta["spectral_gain"], meta["band_limit"]
+    assert has_feedback(gain) and gain["rollout_fit"]["feedback_steps"] >= 1
+    first, target = gain["rollout_fit"]["from_shell"], np.asarray(gain["rollout_fit"]["target"])
+    with open_dataset(recorded_long) as ds:
+        cell, grid = ds.cell(0), ds.grid
+        xs = np.stack([ds.nt(t).sum(0) for t in (3, 7, 12)]).astype(np.float64)
+    kabs = np.linalg.norm(reciprocal_grid(cell, grid), axis=-1)
+    shell = np.rint(kabs / gain["shell_width"]).astype(int)
+    controlled = (shell >= first) & (shell < first + len(target))
+
+    def amplitudes(X):  # relative mean amplitude per shell of one spectrum (numpy, band weights)
+        w = np.broadcast_to(np.r_[1.0, np.full(grid[2] // 2 - 1, 2.0), 1.0], X.shape) * (kabs < limit)
+        return np.bincount(shell.ravel(), (w * np.abs(X)).ravel()) / np.maximum(
+            np.bincount(shell.ravel(), w.ravel()), 1e-300) / abs(X.flat[0])
+
+    X = torch.fft.rfftn(torch.as_tensor(xs[:2]), dim=(-3, -2, -1))
+    fb = ShellFeedback(gain, cell, grid, limit, tau=3.0)
+    np.testing.assert_allclose(fb.shell_amplitudes(X)[0].numpy(), amplitudes(X[0].numpy()), rtol=1e-10)
+    Y = fb(X).numpy()
+    a0 = np.stack([amplitudes(x) for x in X.numpy()])
+    for b in range(2):  # the first step: the average is the chain's own amplitude, each chain its own factor
+        np.testing.assert_allclose(amplitudes(Y[b])[first:first + len(target)], target, rtol=1e-9)
+        np.testing.assert_array_equal(Y[b][~controlled], X[b].numpy()[~controlled])
+    X2 = torch.fft.rfftn(torch.as_tensor(xs[1:]), dim=(-3, -2, -1))
+    Y2 = fb(X2).numpy()
+    m = a0 + (np.stack([amplitudes(x) for x in X2.numpy()]) - a0) / 3.0
+    sel = slice(first, first + len(target))
+    for b in range(2):  # the second: the factor is target / (moving average), shell by shell
+        np.testing.assert_allclose(amplitudes(Y2[b])[sel], amplitudes(X2[b].numpy())[sel] * target / m[b][sel],
+                                   rtol=1e-9)
+
+    # in a rollout: the same chain, one factor per controlled shell, tau = 1 pins every frame
+    model = load(run, device="cpu")
+    assert model.feedback_steps == gain["rollout_fit"]["feedback_steps"]
+    with open_dataset(recorded_long) as ds:
+        a, b = ds.nt(9).sum(0), ds.nt(10).sum(0)
+    on, off, pinned = (list(model.rollout(a, b, 3, sampler="ddim", n_steps=10, seed=0, feedback=f))
+                       for f in (True, False, 1.0))
+    for x, y, z in zip(on, off, pinned):
+        assert min(x.min(), y.min(), z.min()) > 1e-5  # the positivity clamp is idle
+        Fx, Fy = np.fft.rfftn(x[0]), np.fft.rfftn(y[0])
+        np.testing.assert_allclose(Fx[~controlled & (kabs < limit)], Fy[~controlled & (kabs < limit)],
+                                   rtol=1e-4, atol=1e-6 * abs(Fy.flat[0]))
+        ratio = np.abs(Fx / Fy)
+        for s_ in range(first, first + len(target)):
+            sel_s = controlled & (shell == s_) & (np.abs(Fy) > 1e-3 * np.abs(Fy).max())
+            if sel_s.any():
+                assert np.ptp(ratio[sel_s]) < 1e-3 * ratio[sel_s].mean()
+        a_off = amplitudes(Fy)[sel]  # pinned at the target, the factor capped at 4
+        np.testing.assert_allclose(amplitudes(np.fft.rfftn(z[0]))[sel], np.minimum(target, 4 * a_off), rtol=1e-4,
+                                   atol=1e-8)  # float32 storage
+    assert not np.allclose(on[-1], off[-1], rtol=1e-3)
+    # only with the rollout gain; bad relaxation times and damaged targets are refused
+    np.testing.assert_array_equal(list(model.rollout(a, b, 2, seed=0, rollout_gain=False))[-1],
+                                  list(model.rollout(a, b, 2, seed=0, rollout_gain=False, feedback=False))[-1])
+    with pytest.raises(InvalidInput, match="rollout gain"):
+        model.rollout(a, b, 2, rollout_gain=False, feedback=5.0)
+    for bad in (0.5, "10", float("nan")):
+        with pytest.raises(InvalidInput, match="feedback"):
+            model.rollout(a, b, 2, feedback=bad)
+    for fit in ({"target": [1.0, -2.0]}, {"target": []}, {"feedback_steps": 0}, {"feedback_steps": None},
+                {"target": [0.1] * 99}):
+        with pytest.raises(CheckpointError, match="calibrate_rollout_spectrum"):
+            check_spectral_gain({**gain, "rollout_fit": {**gain["rollout_fit"], **fit}})
+    from ase_ldm.ldm.rollout import rollout_to_datasets
+
+    for options, served in (({}, model.feedback_steps), ({"feedback": 4.0}, 4.0), ({"feedback": False}, "none"),
+                            ({"rollout_gain": False}, "none")):  # the file records what was served
+        (path,) = rollout_to_datasets(run, recorded_long, 10, 1, tmp_path / "fb.h5", n_steps=4, device="cpu",
+                                      options=options, overwrite=True)
+        with open_dataset(path) as ds:
+            assert ds.attrs["rollout_feedback"] == served
+    # a model.json written before the feedback (no target) rolls out without it
+    old = {**gain, "rollout_fit": {k: v for k, v in gain["rollout_fit"].items()
+                                   if k not in ("target", "feedback_steps")}}
+    (run / "model.json").write_text(json.dumps({**meta, "spectral_gain": old}))
+    model = load(run, device="cpu")
+    assert model.feedback_steps is None
+    np.testing.assert_array_equal(list(model.rollout(a, b, 2, n_steps=10, seed=0))[-1], off[1])
+    with pytest.raises(InvalidInput, match="no feedback target"):
+        model.rollout(a, b, 2, feedback=5.0)
 
 
 def meta_src_gain(run):
@@ -621,29 +722,36 @@ def test_latent_thermostat(trained_gldm, recorded_long, tmp_path):
 
 
 def test_rollout_cli_thermostat(trained_gldm, recorded_long, tmp_path):
-    """ase-ldm rollout of a grid-latent model: thermostatted and served through the rollout gain by
-    default; --thermostat TAU, --no-thermostat and --no-rollout-gain change what it writes, and
-    the choice is stored with the output."""
+    """ase-ldm rollout of a grid-latent model: thermostatted and served through the rollout gain and
+    its feedback by default; --thermostat TAU, --no-thermostat, --no-rollout-gain, --no-feedback
+    and --feedback-steps change what it writes, and the choice is stored with the output."""
     from ase_ldm.cli.main import main
 
     run, _ = trained_gldm
+    tau_fb = json.loads((run / "model.json").read_text())["spectral_gain"]["rollout_fit"]["feedback_steps"]
     outs = {}
     for name, extra in (("default", []), ("tau2", ["--thermostat", "2"]), ("off", ["--no-thermostat"]),
-                        ("plain", ["--no-rollout-gain"])):
+                        ("plain", ["--no-rollout-gain"]), ("nofb", ["--no-feedback"]),
+                        ("fb3", ["--feedback-steps", "3"])):
         out = tmp_path / f"{name}.h5"
         assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "3",
                      "--sampler-steps", "4", "-o", str(out), *extra]) == 0
         with open_dataset(out) as ds:
             outs[name] = np.stack([ds.nt(i) for i in range(len(ds))])
-            want = {"default": 1.0, "tau2": 2.0, "off": "none", "plain": 1.0}[name]
+            want = {"tau2": 2.0, "off": "none"}.get(name, 1.0)
             assert ds.attrs["rollout_thermostat"] == want
             assert bool(ds.attrs["rollout_rollout_gain"]) == (name != "plain")
+            want = {"plain": "none", "nofb": "none", "fb3": 3.0}.get(name, tau_fb)
+            assert ds.attrs["rollout_feedback"] == want
     assert outs["default"].shape == (3, 1, *outs["off"].shape[2:])
-    for other in ("off", "tau2", "plain"):
-        assert not np.allclose(outs["default"], outs[other])
-    assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
-                 "--thermostat", "0.5", "-o", str(tmp_path / "bad.h5")]) == 2
-    assert not (tmp_path / "bad.h5").exists()
+    for other in ("off", "tau2", "plain", "nofb"):
+        assert not np.allclose(outs["default"], outs[other]), other
+    # (the tiny model's chains lack short-wavelength amplitude: the feedback's factor sits at its cap
+    # of 4 whatever the relaxation time, which test_feedback_holds_each_chain_at_the_training_spectrum checks)
+    for bad in (["--thermostat", "0.5"], ["--feedback-steps", "0.5"], ["--no-rollout-gain", "--feedback-steps", "3"]):
+        assert main(["rollout", str(run), "--init", str(recorded_long), "--frame", "10", "--steps", "1",
+                     *bad, "-o", str(tmp_path / "bad.h5")]) == 2
+        assert not (tmp_path / "bad.h5").exists()
 
 
 def test_damaged_calibrations_and_sources_are_refused(trained_gldm, recorded_long, recorded, tmp_path):

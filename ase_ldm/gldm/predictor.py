@@ -37,6 +37,7 @@ from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
 from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
+from .feedback import ShellFeedback, has_feedback
 from .model import GridLDM, served_density
 from .nets import latent_grid
 from .spectrum import check_spectral_gain, spectral_filter, without_rollout_gain
@@ -353,7 +354,8 @@ class GridLDMPredictor:
 
     def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
                 n_steps: int = 20, seed: int = 0, mode: str = "sample",
-                thermostat: float | None = 1.0, rollout_gain: bool = True) -> Iterator[np.ndarray]:
+                thermostat: float | None = 1.0, rollout_gain: bool = True,
+                feedback: bool | float = True) -> Iterator[np.ndarray]:
         """The paper's autonomous rollout on the training system, without atoms.
 
         Starts from two converged densities ``n_prev``, ``n`` (N1, N2, N3) e/A^3; each step
@@ -372,6 +374,11 @@ class GridLDMPredictor:
         model has one (:func:`~ase_ldm.gldm.calibration.calibrate_rollout_spectrum`): it gives the
         served densities the training frames' Fourier amplitude per shell. The chain itself
         re-encodes the density of the ``sample`` gain either way, so its latents do not change.
+
+        ``feedback``: with the rollout gain, hold each chain's mean amplitude per shell at the
+        training frames' (:mod:`ase_ldm.gldm.feedback`). True: with the relaxation time the model
+        was calibrated with, where it has one (:meth:`feedback_steps`); a number: that time in
+        steps (>= 1); False: off. Like the gain, it acts on what the rollout yields, not on the chain.
         """
         if thermostat is not None:
             if isinstance(thermostat, (bool, np.bool_)) or not isinstance(thermostat, numbers.Real) \
@@ -399,15 +406,40 @@ class GridLDMPredictor:
         served = "sample" if mode == "sample" else "mean"
         if mode == "sample" and rollout_gain and self.has_rollout_gain:
             served = "rollout"
+        tau_fb = self.served_feedback(feedback, served == "rollout")
         return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode,
-                             None if thermostat is None else float(thermostat), served)
+                             None if thermostat is None else float(thermostat), served, tau_fb)
+
+    @property
+    def feedback_steps(self) -> float | None:
+        """The relaxation time (steps) of the rollout's feedback the model was calibrated with, or None."""
+        gain = self.meta.get("spectral_gain")
+        return float(gain["rollout_fit"]["feedback_steps"]) if has_feedback(gain) else None
+
+    def served_feedback(self, feedback: bool | float, rollout_gain_served: bool) -> float | None:
+        """The feedback's relaxation time a rollout serves with (None: none), for ``rollout``'s
+        ``feedback`` when the rollout gain is (``rollout_gain_served``) or is not served."""
+        if isinstance(feedback, (bool, np.bool_)):
+            return self.feedback_steps if feedback and rollout_gain_served else None
+        if not isinstance(feedback, numbers.Real) or not 1 <= feedback < 1e12:
+            raise InvalidInput(f"feedback must be True, False or a relaxation time of at least 1 step, "
+                               f"got {feedback!r}")
+        if self.feedback_steps is None:
+            raise InvalidInput(f"{self.name} has no feedback target; fit it with "
+                               "ase_ldm.gldm.calibration.calibrate_rollout_spectrum")
+        if not rollout_gain_served:
+            raise InvalidInput("the feedback acts with the rollout gain: it needs mode='sample' and rollout_gain=True")
+        return float(feedback)
 
     def _rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, B: int, sampler: str, n_steps: int,
-                 seed: int, mode: str, tau: float | None, served: str) -> Iterator[np.ndarray]:
+                 seed: int, mode: str, tau: float | None, served: str, tau_fb: float | None
+                 ) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
         band = self._filter_for(self.cell, n.shape, "sample" if mode == "sample" else "mean")
         out_band = band if served != "rollout" else self._filter_for(self.cell, n.shape, "rollout")
+        fb = None if tau_fb is None else ShellFeedback(self.meta["spectral_gain"], self.cell, n.shape,
+                                                       float(self.meta["band_limit"]), tau_fb, self.device)
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 
@@ -433,5 +465,6 @@ class GridLDMPredictor:
                 nt = served_density(decoded, band, electrons, dV)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]
-                out = (nt if out_band is band else served_density(decoded, out_band, electrons, dV)).cpu().numpy()
+                out = (nt if out_band is band and fb is None
+                       else served_density(decoded, out_band, electrons, dV, fb)).cpu().numpy()
             yield out

@@ -1,7 +1,7 @@
 """Shared by the benchmarks that serve rollouts, written without a correction of what they yield,
-through that correction afterwards (``bench_rollout_gain.py``, ``bench_feedback.py``).
+through that correction afterwards (``bench_rollout_gain.py``, ``bench_hold.py``).
 
-The grid-latent model's rollout gain and feedback act on what a rollout yields, never on the chain,
+The grid-latent model's rollout gain and amplitude hold act on what a rollout yields, never on the chain,
 so a rollout written without them can be served through any of them later: the same chains, up to
 float32 storage and the positivity clamp (which then acts on the density as written rather than on
 the decoded one).
@@ -43,9 +43,9 @@ def test_segment(data: str, start: int, stop: int, out: Path) -> Path:
 
 
 def serve(rollout: str | Path, path: Path, weights: np.ndarray,
-          feedback: Callable | None = None) -> Path:
+          hold: Callable | None = None) -> Path:
     """Write ``rollout``'s densities to ``path`` (replaced) as ``served_density`` serves them:
-    filtered by the rfft ``weights`` (N1, N2, N3 // 2 + 1), then by ``feedback``, kept positive,
+    filtered by the rfft ``weights`` (N1, N2, N3 // 2 + 1), then by ``hold``, kept positive,
     with each frame's electrons."""
     import torch
 
@@ -60,7 +60,7 @@ def serve(rollout: str | Path, path: Path, weights: np.ndarray,
             for t in range(len(ro)):
                 f = ro.frame(t)
                 x = torch.as_tensor(f.nt_sR.sum(0)[None], dtype=torch.float64)
-                y = served_density(x, w, float(x.sum()) * dV, dV, feedback)[0].numpy()
+                y = served_density(x, w, float(x.sum()) * dV, dV, hold)[0].numpy()
                 yield Frame(nt_sR=y[None].astype(np.float32), positions=f.positions, cell=f.cell,
                             numbers=f.numbers, time_fs=f.time_fs)
 

@@ -40,12 +40,12 @@ class CLICommand:
         p.add_argument("--no-rollout-gain", action="store_true",
                        help="grid-latent models: serve the samples without the rollout gain fitted on the model's "
                             "own rollouts (the decoder's sample gain only)")
-        fb = p.add_mutually_exclusive_group()
-        fb.add_argument("--feedback-steps", type=float, metavar="TAU",
-                        help="grid-latent models: relaxation time (steps) of the feedback that holds each chain's "
-                             "short-wavelength amplitude at the training data's (default: the model's)")
-        fb.add_argument("--no-feedback", action="store_true",
-                        help="grid-latent models: serve through the rollout gain without the feedback")
+        hold = p.add_mutually_exclusive_group()
+        hold.add_argument("--hold-steps", type=float, metavar="TAU",
+                          help="grid-latent models: relaxation time (steps) of the amplitude hold that keeps each "
+                               "chain's short-wavelength amplitude at the training data's (default: the model's)")
+        hold.add_argument("--no-hold", action="store_true",
+                          help="grid-latent models: serve through the rollout gain without the amplitude hold")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -59,10 +59,10 @@ class CLICommand:
             options["thermostat"] = args.thermostat
         if args.no_rollout_gain:
             options["rollout_gain"] = False
-        if args.no_feedback:
-            options["feedback"] = False
-        elif args.feedback_steps is not None:
-            options["feedback"] = args.feedback_steps
+        if args.no_hold:
+            options["hold"] = False
+        elif args.hold_steps is not None:
+            options["hold"] = args.hold_steps
         paths = rollout_to_datasets(args.model, args.init, args.frame, args.steps, args.output,
                                     samples=args.samples, sampler=args.sampler, n_steps=args.sampler_steps,
                                     seed=args.seed, device=args.device, overwrite=args.force, progress=True,

@@ -162,7 +162,7 @@ def calibrate_latent_speed(model: str | os.PathLike, data: str | os.PathLike, *,
 def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike, *, chains: int = 4,
                                steps: int = 250, burn_in: int = 10, sampler_steps: int = 10, seed: int = 0,
                                max_frames: int = 180, blocks: int = 6, max_block_spread: float = 0.02,
-                               feedback_steps: float = 10.0, write: bool = False) -> dict[str, Any]:
+                               hold_steps: float = 10.0, write: bool = False) -> dict[str, Any]:
     """Fit ``spectral_gain['rollout']`` on the model's own sampled rollouts from training frames.
 
     ``chains`` rollouts (DDIM with ``sampler_steps`` levels, the thermostat on, seeds ``seed``,
@@ -172,7 +172,7 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     (:func:`ase_ldm.gldm.spectrum.fit_rollout_gain`; the shells whose mean amplitude varies between
     the blocks are left alone). A gain fitted before is ignored while the rollouts run. The
     reference's mean amplitude in the fitted shells is stored too (``rollout_fit['target']``): the
-    rollout's feedback holds each chain at it (:mod:`ase_ldm.gldm.feedback`).
+    rollout's amplitude hold keeps each chain at it (:mod:`ase_ldm.gldm.hold`).
 
     Parameters
     ----------
@@ -184,7 +184,7 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     blocks : blocks of consecutive reference frames for the stationarity test (at least 2)
     max_block_spread : the stationarity threshold (relative spread of a shell's mean amplitude over
         the blocks) of :func:`~ase_ldm.gldm.spectrum.fit_rollout_gain`
-    feedback_steps : the relaxation time (steps, >= 1) the rollouts' feedback takes by default
+    hold_steps : the relaxation time (steps, >= 1) the rollouts' amplitude hold takes by default
     write : store the gain (with these settings as ``rollout_fit``) in the model's model.json
 
     Returns
@@ -207,9 +207,9 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
     if isinstance(max_block_spread, (bool, np.bool_)) or not isinstance(max_block_spread, numbers.Real) \
             or not 0 < max_block_spread < 10:
         raise InvalidInput(f"max_block_spread must be a relative spread in (0, 10), got {max_block_spread!r}")
-    if isinstance(feedback_steps, (bool, np.bool_)) or not isinstance(feedback_steps, numbers.Real) \
-            or not 1 <= feedback_steps < 1e12:
-        raise InvalidInput(f"feedback_steps must be a relaxation time of at least 1 step, got {feedback_steps!r}")
+    if isinstance(hold_steps, (bool, np.bool_)) or not isinstance(hold_steps, numbers.Real) \
+            or not 1 <= hold_steps < 1e12:
+        raise InvalidInput(f"hold_steps must be a relaxation time of at least 1 step, got {hold_steps!r}")
     if not isinstance(write, (bool, np.bool_)):
         raise InvalidInput(f"write must be True or False, got {write!r}")
     if burn_in >= steps:
@@ -250,7 +250,7 @@ def calibrate_rollout_spectrum(model: str | os.PathLike, data: str | os.PathLike
            "thermostat": thermostat, "seed": seed, "reference_frames": len(frames), "blocks": blocks,
            "max_block_spread": float(max_block_spread),
            "from_shell": fitted["from_shell"], "block_spread": fitted["block_spread"],
-           "target": fitted["target"], "feedback_steps": float(feedback_steps)}
+           "target": fitted["target"], "hold_steps": float(hold_steps)}
     out = {"spectral_gain": {**gain, "rollout": fitted["knots"], "rollout_fit": fit}}
     if write:
         _write_meta(model, out)

@@ -128,16 +128,16 @@ class GridLDM(nn.Module):
 
 
 def served_density(nt: torch.Tensor, band: torch.Tensor | None, electrons: float, dV: float,
-                   feedback: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   hold: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Decoded densities (B, N1, N2, N3) e/A^3 as served: filtered in Fourier space by ``band``
     (rfft half-grid weights: the mask of the plane waves the data contain, where the patch
     decoder's seams lie outside, times the decoder's spectral gain, :mod:`ase_ldm.gldm.spectrum`),
-    then by ``feedback`` (filtered rfft coefficients -> scaled ones, :mod:`ase_ldm.gldm.feedback`),
+    then by ``hold`` (filtered rfft coefficients -> scaled ones, :mod:`ase_ldm.gldm.hold`),
     kept positive, scaled to ``electrons`` (dV: volume element, A^3)."""
     if band is not None:
         X = torch.fft.rfftn(nt, dim=(-3, -2, -1)) * band
-        if feedback is not None:
-            X = feedback(X)
+        if hold is not None:
+            X = hold(X)
         nt = torch.fft.irfftn(X, s=nt.shape[-3:], dim=(-3, -2, -1))
         nt = nt.clamp(min=1e-6)
     return nt * (electrons / (nt.sum((-3, -2, -1), keepdim=True) * dV))

@@ -37,7 +37,7 @@ from ..errors import AseLdmError, CheckpointError, InvalidInput, ModelMismatch
 from ..sync.prior import PriorEvaluator, RadialPrior
 from ..sync.symmetry import SymmetryOp, symmetry_ops
 from .config import GldmConfig, check_model_config
-from .feedback import ShellFeedback, has_feedback
+from .hold import AmplitudeHold, has_hold
 from .model import GridLDM, served_density
 from .nets import latent_grid
 from .spectrum import check_spectral_gain, spectral_filter, without_rollout_gain
@@ -355,7 +355,7 @@ class GridLDMPredictor:
     def rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, *, samples: int = 1, sampler: str = "ddim",
                 n_steps: int = 20, seed: int = 0, mode: str = "sample",
                 thermostat: float | None = 1.0, rollout_gain: bool = True,
-                feedback: bool | float = True) -> Iterator[np.ndarray]:
+                hold: bool | float = True) -> Iterator[np.ndarray]:
         """The paper's autonomous rollout on the training system, without atoms.
 
         Starts from two converged densities ``n_prev``, ``n`` (N1, N2, N3) e/A^3; each step
@@ -375,9 +375,9 @@ class GridLDMPredictor:
         served densities the training frames' Fourier amplitude per shell. The chain itself
         re-encodes the density of the ``sample`` gain either way, so its latents do not change.
 
-        ``feedback``: with the rollout gain, hold each chain's mean amplitude per shell at the
-        training frames' (:mod:`ase_ldm.gldm.feedback`). True: with the relaxation time the model
-        was calibrated with, where it has one (:meth:`feedback_steps`); a number: that time in
+        ``hold``: with the rollout gain, hold each chain's mean amplitude per shell at the
+        training frames' (:mod:`ase_ldm.gldm.hold`). True: with the relaxation time the model
+        was calibrated with, where it has one (:meth:`hold_steps`); a number: that time in
         steps (>= 1); False: off. Like the gain, it acts on what the rollout yields, not on the chain.
         """
         if thermostat is not None:
@@ -406,40 +406,43 @@ class GridLDMPredictor:
         served = "sample" if mode == "sample" else "mean"
         if mode == "sample" and rollout_gain and self.has_rollout_gain:
             served = "rollout"
-        tau_fb = self.served_feedback(feedback, served == "rollout")
+        tau_hold = self.served_hold(hold, served == "rollout")
         return self._rollout(n_prev, n, int(steps), int(samples), sampler, n_steps, int(seed), mode,
-                             None if thermostat is None else float(thermostat), served, tau_fb)
+                             None if thermostat is None else float(thermostat), served, tau_hold)
 
     @property
-    def feedback_steps(self) -> float | None:
-        """The relaxation time (steps) of the rollout's feedback the model was calibrated with, or None."""
+    def hold_steps(self) -> float | None:
+        """The relaxation time (steps) of the rollout's amplitude hold the model was calibrated with, or None."""
         gain = self.meta.get("spectral_gain")
-        return float(gain["rollout_fit"]["feedback_steps"]) if has_feedback(gain) else None
+        if not has_hold(gain) or self.meta.get("band_limit") is None:  # the hold acts inside the band
+            return None
+        return float(gain["rollout_fit"]["hold_steps"])
 
-    def served_feedback(self, feedback: bool | float, rollout_gain_served: bool) -> float | None:
-        """The feedback's relaxation time a rollout serves with (None: none), for ``rollout``'s
-        ``feedback`` when the rollout gain is (``rollout_gain_served``) or is not served."""
-        if isinstance(feedback, (bool, np.bool_)):
-            return self.feedback_steps if feedback and rollout_gain_served else None
-        if not isinstance(feedback, numbers.Real) or not 1 <= feedback < 1e12:
-            raise InvalidInput(f"feedback must be True, False or a relaxation time of at least 1 step, "
-                               f"got {feedback!r}")
-        if self.feedback_steps is None:
-            raise InvalidInput(f"{self.name} has no feedback target; fit it with "
+    def served_hold(self, hold: bool | float, rollout_gain_served: bool) -> float | None:
+        """The amplitude hold's relaxation time a rollout serves with (None: none), for ``rollout``'s
+        ``hold`` when the rollout gain is (``rollout_gain_served``) or is not served."""
+        if isinstance(hold, (bool, np.bool_)):
+            return self.hold_steps if hold and rollout_gain_served else None
+        if not isinstance(hold, numbers.Real) or not 1 <= hold < 1e12:
+            raise InvalidInput(f"hold must be True, False or a relaxation time of at least 1 step, "
+                               f"got {hold!r}")
+        if self.hold_steps is None:
+            raise InvalidInput(f"{self.name} has no amplitude-hold target; fit it with "
                                "ase_ldm.gldm.calibration.calibrate_rollout_spectrum")
         if not rollout_gain_served:
-            raise InvalidInput("the feedback acts with the rollout gain: it needs mode='sample' and rollout_gain=True")
-        return float(feedback)
+            raise InvalidInput("the amplitude hold acts with the rollout gain: it needs mode='sample' and "
+                               "rollout_gain=True")
+        return float(hold)
 
     def _rollout(self, n_prev: np.ndarray, n: np.ndarray, steps: int, B: int, sampler: str, n_steps: int,
-                 seed: int, mode: str, tau: float | None, served: str, tau_fb: float | None
+                 seed: int, mode: str, tau: float | None, served: str, tau_hold: float | None
                  ) -> Iterator[np.ndarray]:
         H = self.history
         gen = torch.Generator(device=self.device).manual_seed(seed)
         band = self._filter_for(self.cell, n.shape, "sample" if mode == "sample" else "mean")
         out_band = band if served != "rollout" else self._filter_for(self.cell, n.shape, "rollout")
-        fb = None if tau_fb is None else ShellFeedback(self.meta["spectral_gain"], self.cell, n.shape,
-                                                       float(self.meta["band_limit"]), tau_fb, self.device)
+        hold = None if tau_hold is None or out_band is None else AmplitudeHold(
+            self.meta["spectral_gain"], self.cell, n.shape, float(self.meta["band_limit"]), tau_hold, self.device)
         electrons = self.electrons_per_atom * len(self.numbers)
         dV = abs(float(np.linalg.det(self.cell))) / float(np.prod(n.shape))
 
@@ -465,6 +468,6 @@ class GridLDMPredictor:
                 nt = served_density(decoded, band, electrons, dV)
                 # the decoded density, re-encoded: the latent stays on the autoencoder's manifold
                 past = [self.model.encode(nt), *past][:H]
-                out = (nt if out_band is band and fb is None
-                       else served_density(decoded, out_band, electrons, dV, fb)).cpu().numpy()
+                out = (nt if out_band is band and hold is None
+                       else served_density(decoded, out_band, electrons, dV, hold)).cpu().numpy()
             yield out

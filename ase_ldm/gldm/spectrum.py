@@ -28,7 +28,7 @@ A third, optional gain corrects what sampled autonomous rollouts serve:
 Stored in model.json as ``spectral_gain``: ``{"shell_width": w, "mean": [...], "sample": [...],
 "frames": [...]}``, with ``"rollout": [...]`` and ``"rollout_fit": {...}`` (the fit's settings)
 once fitted (``rollout_fit`` also holds the ``target`` amplitudes and the relaxation time
-``feedback_steps`` of the rollout's feedback, :mod:`ase_ldm.gldm.feedback`); knot s sits at
+``hold_steps`` of the rollout's amplitude hold, :mod:`ase_ldm.gldm.hold`); knot s sits at
 :math:`|G| = s w`. The rollout gain depends on the chains, so refitting
 ``mean`` and ``sample``, the latent speed, or the denoiser (a fine-tune) drops it
 (:func:`without_rollout_gain`).
@@ -181,7 +181,7 @@ def fit_rollout_gain(reference_blocks: Iterable[Iterable[np.ndarray]], generated
     dict with ``knots`` (list, one per knot of ``gain``), ``from_shell``, ``block_spread`` (the
     relative spread of each shell's mean amplitude over the blocks) and ``target``: the reference's
     mean :math:`|n(G)| / n(0)` (relative to the mean density) in each fitted shell, from
-    ``from_shell`` to the edge shell, which the rollout's feedback holds (:mod:`ase_ldm.gldm.feedback`).
+    ``from_shell`` to the edge shell, which the rollout's amplitude hold holds (:mod:`ase_ldm.gldm.hold`).
 
     Raises
     ------
@@ -289,13 +289,13 @@ def check_spectral_gain(gain: Any) -> None:
     if ("rollout_fit" in gain) != ("rollout" in gain) or not isinstance(gain.get("rollout_fit", {}), dict):
         raise bad("rollout and rollout_fit (a dict) come together", "rollout")
     fit = gain.get("rollout_fit", {})
-    if "target" in fit or "feedback_steps" in fit:
-        target, tau, first = fit.get("target"), fit.get("feedback_steps"), fit.get("from_shell")
+    if "target" in fit or "hold_steps" in fit:
+        target, tau, first = fit.get("target"), fit.get("hold_steps"), fit.get("from_shell")
         if not isinstance(target, list) or not target or any(
-                isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1e12 for t in target):
-            raise bad("rollout_fit's target is not a list of positive relative amplitudes", "rollout")
+                isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1 for t in target):
+            raise bad("rollout_fit's target is not a list of relative amplitudes |n(G)| / n(0) in [0, 1]", "rollout")
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 1 <= tau < 1e12:
-            raise bad(f"rollout_fit's feedback_steps {tau!r} is not a time of at least 1 step", "rollout")
+            raise bad(f"rollout_fit's hold_steps {tau!r} is not a time of at least 1 step", "rollout")
         if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first <= len(gain["mean"]) - len(target):
             raise bad(f"rollout_fit's from_shell {first!r} is not a shell of the gain", "rollout")
     for kind, n in lengths.items():

@@ -115,8 +115,8 @@ def rollout_to_datasets(model: str | os.PathLike, init: str | os.PathLike, frame
         if "rollout_gain" in effective:  # what was served: a model without a fitted gain serves none
             effective["rollout_gain"] = (bool(effective["rollout_gain"]) and bool(getattr(sur, "has_rollout_gain", 0))
                                          and effective.get("mode", "sample") == "sample")
-        if "feedback" in effective:  # the relaxation time served, or none
-            effective["feedback"] = sur.served_feedback(effective["feedback"], effective.get("rollout_gain", False))
+        if "hold" in effective:  # the relaxation time served, or none
+            effective["hold"] = sur.served_hold(effective["hold"], effective.get("rollout_gain", False))
         attrs = {"source": f"rollout of {model} from {init} frame {i}", "model": str(model), "sampler": sampler,
                  "sampler_steps": n_steps if sampler == "ddim" else None, "seed": seed,
                  "timestep_fs": sur.timestep_fs, "positions_note": "atoms not modelled: positions copied from "

@@ -1,9 +1,9 @@
-"""Which relaxation time should the shell-amplitude feedback take? (issue: the latent diffusion
+"""Which relaxation time should the shell-amplitude hold take? (issue: the latent diffusion
 surrogate, the paper's statistics)
 
-The feedback (``ase_ldm.gldm.feedback``) scales what a sampled rollout yields, shell by shell,
+The amplitude hold (``ase_ldm.gldm.hold``) scales what a sampled rollout yields, shell by shell,
 toward the training frames' mean amplitude; the chain itself does not change. Rollouts written
-with ``--no-feedback`` (the rollout gain on) can therefore be served through it afterwards, for
+with ``--no-hold`` (the rollout gain on) can therefore be served through it afterwards, for
 any relaxation time tau, up to float32 storage and the positivity clamp (which acts on the served
 density as written rather than on the decoded one).
 
@@ -13,9 +13,9 @@ mean against the target and its frame-to-frame relative spread beside the AIMD's
 spectrum would show a spread near 0).
 
     for s in 0 1 2; do ase-ldm rollout li16-800K --init li16.h5 --frame 600 --steps 1000 \\
-        --sampler-steps 10 --seed $s --no-feedback -o nofb_$s.h5; done
-    OMP_NUM_THREADS=1 python benchmarks/bench_feedback.py li16-800K --data li16.h5 \\
-        --rollouts nofb_0.h5 nofb_1.h5 nofb_2.h5 --taus 1 3 10 30 100
+        --sampler-steps 10 --seed $s --no-hold -o nohold_$s.h5; done
+    OMP_NUM_THREADS=1 python benchmarks/bench_hold.py li16-800K --data li16.h5 \\
+        --rollouts nohold_0.h5 nohold_1.h5 nohold_2.h5 --taus 1 3 10 30 100
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def main() -> None:
     from ase_ldm.core.fourier import band_mask
     from ase_ldm.core.registry import load
     from ase_ldm.data import open_dataset
-    from ase_ldm.gldm.feedback import ShellFeedback
+    from ase_ldm.gldm.hold import AmplitudeHold
 
-    ap = parser(__doc__, "--no-feedback", "feedback")
+    ap = parser(__doc__, "--no-hold", "hold")
     ap.add_argument("--taus", type=float, nargs="+", default=[1, 3, 10, 30, 100])
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -49,7 +49,7 @@ def main() -> None:
     def scores(path: Path) -> dict:
         m = evaluate(path, test, None, plots=False)
         with open_dataset(path) as ds:
-            probe = ShellFeedback(gain, ds.cell(0), ds.grid, limit, 1.0)
+            probe = AmplitudeHold(gain, ds.cell(0), ds.grid, limit, 1.0)
             spectra = (torch.fft.rfftn(torch.as_tensor(ds.nt(t).sum(0), dtype=torch.float64))[None]
                        for t in range(len(ds)))
             a = np.array([float(probe.shell_amplitudes(X)[0][probe.controlled].sum()) for X in spectra])
@@ -67,8 +67,8 @@ def main() -> None:
         for r in args.rollouts:
             with open_dataset(r) as ro:
                 cell, grid = ro.cell(0), ro.grid
-            fb = ShellFeedback(gain, cell, grid, limit, tau)
-            row[r] = scores(serve(r, out / f"{Path(r).stem}_tau{tau:g}.h5", band_mask(cell, grid, limit), fb))
+            hold = AmplitudeHold(gain, cell, grid, limit, tau)
+            row[r] = scores(serve(r, out / f"{Path(r).stem}_tau{tau:g}.h5", band_mask(cell, grid, limit), hold))
         res["taus"][f"{tau:g}"] = row
         print(f"tau {tau:g}", json.dumps(row), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -69,18 +69,24 @@ def one_step(model, ds, frames, history: int) -> np.ndarray:
     return np.array(out)
 
 
+def samples_at(model, ds, t: int, history: int, samples: int):
+    """``predict_samples`` for frame t of ds from its atoms and ``history`` converged steps before it
+    (seeded with t), and the frame itself."""
+    model.max_history = history
+    model.reset()
+    for k in range(t - history, t):
+        f = ds.frame(k)
+        model.observe(f.positions, f.nt_sR[0], None, f.numbers, f.cell)
+    f = ds.frame(t)
+    return model.predict_samples(f.positions, f.numbers, f.cell, ds.grid, samples, seed=int(t)), f
+
+
 def spread_skill(model, ds, frames, history: int, samples: int) -> dict:
     from scipy.stats import spearmanr
 
-    model.max_history = history
     spread, err = [], []
     for t in frames:
-        model.reset()
-        for k in range(t - history, t):
-            f = ds.frame(k)
-            model.observe(f.positions, f.nt_sR[0], None, f.numbers, f.cell)
-        f = ds.frame(t)
-        s = model.predict_samples(f.positions, f.numbers, f.cell, ds.grid, samples, seed=int(t))
+        s, f = samples_at(model, ds, t, history, samples)
         spread.append(s.spread)
         err.append(rel_l1(s.nt_R, f.nt_sR[0]))
     spread, err = np.array(spread), np.array(err)

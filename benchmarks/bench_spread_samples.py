@@ -22,6 +22,7 @@ import numpy as np
 
 def main() -> None:
     import torch
+    from bench_gldm import samples_at
     from scipy.stats import spearmanr
 
     from ase_ldm.core.registry import load
@@ -50,15 +51,9 @@ def main() -> None:
     for name, path, frames in sets:
         with open_dataset(path) as ds:
             for h in (0, model.history):
-                model.max_history = h
                 err, spread = [], {k: [] for k in args.subsets}
                 for t in frames:
-                    model.reset()
-                    for k in range(t - h, t):
-                        f = ds.frame(k)
-                        model.observe(f.positions, f.nt_sR[0], None, f.numbers, f.cell)
-                    f = ds.frame(t)
-                    s = model.predict_samples(f.positions, f.numbers, f.cell, ds.grid, args.samples, seed=int(t))
+                    s, f = samples_at(model, ds, t, h, args.samples)
                     ref = f.nt_sR[0]
                     err.append(float(np.abs(s.nt_R - ref).sum() / np.abs(ref).sum()))
                     for k in args.subsets:
